@@ -1,0 +1,5 @@
+import sys
+
+from seqsched.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Metrics, side-by-side strategy runs, tables and plots."""

@@ -1,0 +1,40 @@
+"""The `seqsched` command: each subcommand lives in its own module and only fills
+config dataclasses and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> module in seqsched.cli; each module has add_parser(subparsers) and main(args)
+SUBCOMMANDS = ["run", "bench", "simulate", "calibrate", "lengths", "predictor"]
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one clear line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqsched", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"seqsched.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"seqsched.cli.{name}":
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, FileNotFoundError, ValueError, KeyError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"seqsched {args.command}: error: {message}", file=sys.stderr)
+        return 2

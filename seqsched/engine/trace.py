@@ -1,0 +1,30 @@
+"""What a micro-batch does when each request's output length is known in advance.
+
+Shared by the simulator (which adds a cost model) and checked against trace replay
+(which forces the same lengths on a real model), so both agree step for step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from seqsched.request import Outcome, Request
+from seqsched.schedule import MicroBatch
+
+# Stand-in token id for simulated output: only counts matter without a model.
+SIMULATED_TOKEN = 0
+
+
+def trace_outcomes(batch: MicroBatch, requests: Sequence[Request]) -> list[Outcome]:
+    """Rows stop at their target length (finished) or at min(cap, own limit) (cut).
+    The batch runs until its longest row stops; every row is charged those steps."""
+    produced = []
+    for r in requests:
+        assert r.target_len is not None, f"request {r.request_id!r} has no target length"
+        stop = min(batch.max_new_tokens, r.max_new_tokens)
+        produced.append((min(r.target_len, stop), r.target_len <= stop))
+    num_steps = max(n for n, _ in produced)
+    return [
+        Outcome(index=r.index, token_ids=[SIMULATED_TOKEN] * n, finished=done, num_steps=num_steps)
+        for r, (n, done) in zip(requests, produced, strict=True)
+    ]

@@ -1,0 +1,131 @@
+"""The top-level loop: predict lengths -> plan micro-batches -> run each -> collect
+failures -> re-run them -> restore input order.
+
+The same loop drives every engine (live HF generation, trace replay, the simulator), so
+a simulated number and a measured one come from the same schedule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from seqsched.engine.base import Engine
+from seqsched.predict.base import LengthPredictor
+from seqsched.request import Outcome, Request, RequestStatus, Result
+from seqsched.schedule import MicroBatch, ScheduleConfig, groups, is_failure, plan_group, plan_retries
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What one micro-batch did, for metrics and plots."""
+
+    batch_size: int
+    max_new_tokens: int
+    num_steps: int
+    num_output_tokens: int  # tokens kept or discarded, as generated
+    is_retry: bool
+    num_failures: int
+    seconds: float
+
+
+@dataclass
+class RunReport:
+    results: list[Result]  # input order
+    batches: list[BatchRecord] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    predictor_seconds: float = 0.0
+
+    @property
+    def num_failures(self) -> int:
+        return sum(b.num_failures for b in self.batches)
+
+
+class Pipeline:
+    """Runs a list of requests through a predictor, the scheduler and an engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        predictor: LengthPredictor,
+        config: ScheduleConfig,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.predictor = predictor
+        self.config = config
+        self.progress = progress
+
+    def run(self, requests: Sequence[Request]) -> RunReport:
+        indices = [r.index for r in requests]
+        assert len(set(indices)) == len(indices), "request indices must be unique"
+        self._clock = 0.0
+        self._by_index = {r.index: r for r in requests}
+        self._report = RunReport(results=[Result(request=r) for r in requests])
+        self._results = {res.request.index: res for res in self._report.results}
+        self.engine.prepare(requests)
+        self._progress(sum(r.status.is_finished for r in requests))
+        runnable = [r for r in requests if not r.status.is_finished]
+        for group in groups(runnable, self.config.group_size):
+            self._predict(group)
+            failed = [f for batch in plan_group(group, self.config) for f in self._run(batch)]
+            for batch in plan_retries(failed, self.config):
+                assert not self._run(batch), "a full-limit re-run cannot fail"
+        self._report.wall_seconds = self._clock
+        return self._report
+
+    def _predict(self, group: list[Request]) -> None:
+        start = time.perf_counter()
+        predicted = self.predictor.predict_requests(group)
+        seconds = time.perf_counter() - start
+        assert len(predicted) == len(group), "a predictor must return one length per request"
+        for request, length in zip(group, predicted, strict=True):
+            request.predicted_len = int(length)
+        self._clock += seconds
+        self._report.predictor_seconds += seconds
+
+    def _run(self, batch: MicroBatch) -> list[Request]:
+        """Run one micro-batch; return its FCR failures."""
+        rows = [self._by_index[i] for i in batch.indices]
+        for r in rows:
+            r.status = RequestStatus.RUNNING
+        started = self._clock
+        run = self.engine.run(batch, rows)
+        assert [o.index for o in run.outcomes] == list(batch.indices), "outcomes out of row order"
+        self._clock += run.seconds
+        failed = [r for r, o in zip(rows, run.outcomes, strict=True) if self._record(r, o, batch, started)]
+        self._report.batches.append(
+            BatchRecord(
+                batch_size=batch.batch_size,
+                max_new_tokens=batch.max_new_tokens,
+                num_steps=max(o.num_steps for o in run.outcomes),
+                num_output_tokens=sum(o.num_output_tokens for o in run.outcomes),
+                is_retry=batch.is_retry,
+                num_failures=len(failed),
+                seconds=run.seconds,
+            )
+        )
+        self._progress(len(rows) - len(failed))
+        return failed
+
+    def _record(self, request: Request, outcome: Outcome, batch: MicroBatch, started: float) -> bool:
+        """Fold one outcome into its result; return True when it is an FCR failure."""
+        result = self._results[request.index]
+        if result.num_runs == 0:
+            result.scheduled_at = started
+        result.num_runs += 1
+        result.length += outcome.num_steps
+        if is_failure(request, batch, outcome.finished, outcome.num_output_tokens):
+            result.num_wasted_steps += outcome.num_steps
+            request.status = RequestStatus.WAITING
+            return True
+        result.token_ids = list(outcome.token_ids)
+        result.text = self.engine.decode(outcome.token_ids)
+        result.completed_at = self._clock
+        request.status = RequestStatus.FINISHED_STOPPED if outcome.finished else RequestStatus.FINISHED_LENGTH
+        return False
+
+    def _progress(self, num_done: int) -> None:
+        if self.progress is not None and num_done:
+            self.progress(num_done)

@@ -1,0 +1,1 @@
+"""Length predictors: constant (vanilla), oracle, and learned kinds."""

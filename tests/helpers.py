@@ -1,0 +1,41 @@
+"""Plain-data helpers for scheduler and pipeline tests: no model, no torch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from seqsched.engine.base import BatchRun, Engine
+from seqsched.engine.trace import trace_outcomes
+from seqsched.request import Request
+from seqsched.schedule import MicroBatch
+
+
+def create_requests(
+    predicted: Sequence[int],
+    actual: Sequence[int] | None = None,
+    max_new_tokens: int = 512,
+) -> list[Request]:
+    actual = actual if actual is not None else predicted
+    return [
+        Request(
+            index=i,
+            request_id=f"r{i}",
+            prompt=f"prompt {i}",
+            max_new_tokens=max_new_tokens,
+            predicted_len=p,
+            target_len=a,
+        )
+        for i, (p, a) in enumerate(zip(predicted, actual, strict=True))
+    ]
+
+
+class StepCountingEngine(Engine):
+    """Runs micro-batches from target lengths; one second per decode step."""
+
+    def __init__(self) -> None:
+        self.batches: list[MicroBatch] = []
+
+    def run(self, batch: MicroBatch, requests: Sequence[Request]) -> BatchRun:
+        self.batches.append(batch)
+        outcomes = trace_outcomes(batch, requests)
+        return BatchRun(outcomes, float(outcomes[0].num_steps))

@@ -51,11 +51,15 @@ class Pipeline:
         predictor: LengthPredictor,
         config: ScheduleConfig,
         progress: Callable[[int], None] | None = None,
+        on_result: Callable[[Result], None] | None = None,
     ) -> None:
+        """``progress(n)`` is told each time ``n`` more requests are done; ``on_result`` gets
+        each request's final result as soon as it is known (a writer can save it at once)."""
         self.engine = engine
         self.predictor = predictor
         self.config = config
         self.progress = progress
+        self.on_result = on_result
 
     def run(self, requests: Sequence[Request]) -> RunReport:
         indices = [r.index for r in requests]
@@ -65,7 +69,10 @@ class Pipeline:
         self._report = RunReport(results=[Result(request=r) for r in requests])
         self._results = {res.request.index: res for res in self._report.results}
         self.engine.prepare(requests)
-        self._progress(sum(r.status.is_finished for r in requests))
+        rejected = [res for res in self._report.results if res.status.is_finished]
+        for res in rejected:
+            self._finish(res)
+        self._progress(len(rejected))
         runnable = [r for r in requests if not r.status.is_finished]
         for group in groups(runnable, self.config.group_size):
             self._predict(group)
@@ -124,7 +131,12 @@ class Pipeline:
         result.text = self.engine.decode(outcome.token_ids)
         result.completed_at = self._clock
         request.status = RequestStatus.FINISHED_STOPPED if outcome.finished else RequestStatus.FINISHED_LENGTH
+        self._finish(result)
         return False
+
+    def _finish(self, result: Result) -> None:
+        if self.on_result is not None:
+            self.on_result(result)
 
     def _progress(self, num_done: int) -> None:
         if self.progress is not None and num_done:

@@ -115,3 +115,19 @@ def test_progress_counts_every_request_once() -> None:
         StepCountingEngine(), _oracle([8, 5, 30, 10]), ScheduleConfig(batch_size=2, fcr=True), seen.append
     ).run(create_requests([8, 5, 30, 10], ACTUAL, max_new_tokens=64))
     assert sum(seen) == 4
+
+
+def test_on_result_sees_every_final_result_once_errors_included() -> None:
+    class RejectingEngine(StepCountingEngine):
+        def prepare(self, requests):  # type: ignore[no-untyped-def]
+            requests[2].fail("prompt too long")
+
+    seen: list[tuple[int, int]] = []
+    Pipeline(
+        RejectingEngine(),
+        _oracle([8, 5, 30, 10]),
+        ScheduleConfig(batch_size=2, fcr=True),
+        on_result=lambda r: seen.append((r.request.index, r.num_output_tokens)),
+    ).run(create_requests([8, 5, 30, 10], ACTUAL, max_new_tokens=64))
+    assert sorted(seen) == [(0, 40), (1, 5), (2, 0), (3, 10)]
+    assert seen[0] == (2, 0), "rejected requests are reported first"

@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, FileNotFoundError, ValueError, KeyError) as e:
+    except (UsageError, OSError, ValueError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"seqsched {args.command}: error: {message}", file=sys.stderr)
         return 2

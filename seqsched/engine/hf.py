@@ -1,0 +1,196 @@
+"""Static batching on any Hugging Face causal LM: one ``model.generate`` per micro-batch.
+
+NOTE on what a run of a micro-batch means here:
+- Prompts are left-padded into one batch; ``generate`` derives each row's position ids
+  from the attention mask, so a row's tokens do not depend on its batch mates (in float32,
+  up to kernel rounding).
+- Each row stops at ``min(batch.max_new_tokens, request.max_new_tokens)`` or on its EOS;
+  ``generate`` fills a stopped row with padding and ends the batch once every row has
+  stopped. ``num_steps`` (the batch's generated length) is the same for every row.
+- A row's tokens are cut at its own limit and just after its first EOS, so padding never
+  leaks into an outcome, even when pad and EOS share an id.
+- Rows with ``target_len`` set are replayed: ``ReplayLengths`` forces their length. That
+  is automatic, per row, because ``target_len`` only exists for replay and simulation.
+- Sampled rows are drawn per row by ``RowSampler`` inside a greedy ``generate`` call, so
+  a micro-batch may mix greedy and sampled rows with different params and seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import torch
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+from seqsched.engine.base import BatchRun, Engine
+from seqsched.engine.config import EngineConfig
+from seqsched.engine.loading import load_model
+from seqsched.engine.replay import ReplayLengths
+from seqsched.engine.sampling import RowSampler
+from seqsched.request import Outcome, Request
+from seqsched.schedule import MicroBatch
+
+WARMUP_TOKENS = 4
+
+
+class HFEngine(Engine):
+    name = "hf"
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        model, self.tokenizer = load_model(config)
+        self.model: Any = model  # generate() comes from a mixin the stubs do not see
+        self.device = self.model.device
+        self.eos_token_ids = _eos_token_ids(self.model, self.tokenizer)
+        self.pad_token_id = _pad_token_id(self.tokenizer, self.eos_token_ids)
+        self.max_context = _max_context(self.model)
+
+    def prepare(self, requests: Sequence[Request]) -> None:
+        """Tokenize each request (``EngineConfig.chat_template`` says how) and fail the ones
+        that are empty or do not fit the model's context with their ``max_new_tokens``."""
+        for r in requests:
+            if r.status.is_finished:
+                continue
+            if r.prompt_token_ids is None:
+                try:
+                    r.prompt_token_ids = self._encode(r)
+                except Exception as e:  # a broken template or message must not stop the others
+                    r.fail(f"cannot tokenize the prompt: {type(e).__name__}: {e}")
+                    continue
+            error = self._check_fits(r)
+            if error is not None:
+                r.fail(error)
+
+    def run(self, batch: MicroBatch, requests: Sequence[Request]) -> BatchRun:
+        rows = list(requests)
+        assert [r.index for r in rows] == list(batch.indices), "rows must come in the batch's order"
+        missing = [r.request_id for r in rows if not r.prompt_token_ids]
+        if missing:
+            raise ValueError(f"requests {missing[:5]} have no prompt tokens: call prepare() first")
+        limits = [min(batch.max_new_tokens, r.max_new_tokens) for r in rows]
+        start = self._now()
+        generated = self._generate(rows, limits)
+        seconds = self._now() - start
+        num_steps = len(generated[0])
+        outcomes = [
+            Outcome(r.index, tokens, finished, num_steps)
+            for r, (tokens, finished) in zip(
+                rows, (self._cut(g, n) for g, n in zip(generated, limits, strict=True)), strict=True
+            )
+        ]
+        return BatchRun(outcomes, seconds)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    def warmup(self, requests: Sequence[Request]) -> None:
+        """Two short generates (one row, then two) on copies of the first requests."""
+        copies = [dataclasses.replace(r, index=i, target_len=None) for i, r in enumerate(requests[:2])]
+        self.prepare(copies)
+        ready = [r for r in copies if not r.status.is_finished]
+        for rows in (ready[:1], ready):
+            if rows:
+                self.run(MicroBatch(tuple(r.index for r in rows), WARMUP_TOKENS), rows)
+
+    def _encode(self, r: Request) -> list[int]:
+        use_template = self.config.chat_template and getattr(self.tokenizer, "chat_template", None)
+        if use_template:
+            messages = r.messages if r.messages is not None else [{"role": "user", "content": r.text}]
+            encoded: Any = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=True
+            )
+            return list(encoded["input_ids"])
+        text = r.prompt if r.prompt is not None else r.text
+        return list(self.tokenizer(text)["input_ids"])
+
+    def _check_fits(self, r: Request) -> str | None:
+        n = r.num_prompt_tokens
+        if n == 0:
+            return "prompt has 0 tokens"
+        if self.max_context is not None and n + r.max_new_tokens > self.max_context:
+            return (
+                f"prompt has {n} tokens; with max_new_tokens {r.max_new_tokens} it exceeds "
+                f"the model's context of {self.max_context}"
+            )
+        return None
+
+    @torch.inference_mode()
+    def _generate(self, rows: list[Request], limits: list[int]) -> list[list[int]]:
+        """Each row's generated tokens, padding included, all of the batch's length."""
+        prompts = [r.prompt_token_ids or [] for r in rows]
+        prompt_len = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[self.pad_token_id] * (prompt_len - len(p)) + p for p in prompts])
+        attention_mask = torch.tensor([[0] * (prompt_len - len(p)) + [1] * len(p) for p in prompts])
+        processors = LogitsProcessorList()
+        if any(r.target_len is not None for r in rows):
+            processors.append(ReplayLengths(prompt_len, [r.target_len for r in rows], self.eos_token_ids))
+        if any(not r.sampling.greedy for r in rows):
+            seeds = [self.config.seed + r.index if r.sampling.seed is None else r.sampling.seed for r in rows]
+            processors.append(RowSampler([r.sampling for r in rows], seeds, self.device))
+        output = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            max_new_tokens=max(limits),
+            do_sample=False,
+            # Neutral values, so a checkpoint's sampling defaults neither apply nor warn.
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=self.pad_token_id,
+            logits_processor=processors,
+            stopping_criteria=StoppingCriteriaList([_RowLimits(prompt_len, limits)]),
+        )
+        return [list(map(int, row)) for row in output[:, prompt_len:].tolist()]
+
+    def _cut(self, generated: list[int], limit: int) -> tuple[list[int], bool]:
+        """A row's own tokens: up to its limit, and up to and including its first EOS."""
+        tokens = generated[:limit]
+        eos = set(self.eos_token_ids)
+        for i, token in enumerate(tokens):
+            if token in eos:
+                return tokens[: i + 1], True
+        return tokens, False
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+class _RowLimits(StoppingCriteria):
+    """Stops each row at its own decode-step limit (``generate`` only knows the batch's)."""
+
+    def __init__(self, prompt_len: int, limits: Sequence[int]) -> None:
+        self.prompt_len = prompt_len
+        self.limits = torch.tensor(list(limits))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
+        num_generated = input_ids.shape[1] - self.prompt_len
+        return cast(torch.BoolTensor, self.limits.to(input_ids.device) <= num_generated)
+
+
+def _eos_token_ids(model: Any, tokenizer: object) -> list[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
+
+
+def _pad_token_id(tokenizer: object, eos_token_ids: list[int]) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is not None:
+        return int(pad)
+    # Padding never reaches an outcome (rows are cut at EOS), so EOS is a safe stand-in.
+    return eos_token_ids[0] if eos_token_ids else 0
+
+
+def _max_context(model: Any) -> int | None:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if value else None

@@ -1,0 +1,73 @@
+"""Loading a causal LM and its tokenizer, with errors that name what is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from seqsched.engine.config import EngineConfig
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(OSError):
+    """A model or tokenizer could not be loaded. The message says which and why."""
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(config: EngineConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load ``config.model`` (in eval mode, on its device) and its tokenizer."""
+    device = resolve_device(config.device)
+    _check_source(config.model, "model")
+    _check_source(config.tokenizer_path, "tokenizer")
+    tokenizer = _load(
+        AutoTokenizer, config.tokenizer_path, "tokenizer", trust_remote_code=config.trust_remote_code
+    )
+    kwargs: dict[str, Any] = {
+        "dtype": _dtype(config.dtype, device),
+        "trust_remote_code": config.trust_remote_code,
+    }
+    if config.attn_implementation is not None:
+        kwargs["attn_implementation"] = config.attn_implementation
+    model = _load(AutoModelForCausalLM, config.model, "model", **kwargs)
+    return model.to(device).eval(), tokenizer
+
+
+def _dtype(name: str, device: torch.device) -> torch.dtype | str:
+    if name == "auto":
+        # Half precision on CPU is slow and changes greedy outputs; accelerators keep the checkpoint's.
+        return torch.float32 if device.type == "cpu" else "auto"
+    return _DTYPES[name]
+
+
+def _check_source(source: str, what: str) -> None:
+    """Fail fast on a local path that is not a checkpoint, before transformers tries the hub."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if what == "model" and not (path / "config.json").is_file():
+            raise ModelLoadError(f"{what} path {source!r} is a directory without a config.json")
+        return
+    if path.exists():
+        raise ModelLoadError(f"{what} path {source!r} is a file; expected a checkpoint directory")
+    # A hub id is 'name' or 'org/name'; anything else with a separator is a missing path.
+    if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
+        raise ModelLoadError(f"{what} path {source!r} does not exist")
+
+
+def _load(auto_class: Any, source: str, what: str, **kwargs: Any) -> Any:
+    try:
+        return auto_class.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(
+            f"cannot load {what} {source!r}: not a local checkpoint directory, and not loadable "
+            f"as a hub id ({first_line})"
+        ) from None

@@ -1,0 +1,228 @@
+"""The library entry point: answer a request file with a scheduling strategy.
+
+``seqsched.run("requests.jsonl", "results.jsonl", model="...", strategy="seqsch",
+predictor="my-predictor", fcr=True)`` reads the requests, predicts their lengths, runs
+them through the scheduler and the HF engine, and writes one OpenAI Batch output line
+per input line, in input order. Nothing here imports torch until a model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from seqsched.bench.metrics import Metrics, compute_metrics
+from seqsched.data.batch_io import error_line, read_answered, read_requests, result_line, write_jsonl
+from seqsched.data.traces import read_length_map
+from seqsched.pipeline import Pipeline, RunReport
+from seqsched.predict.base import LengthPredictor
+from seqsched.predict.constant import ConstantPredictor
+from seqsched.predict.oracle import OraclePredictor
+from seqsched.predict.registry import load_predictor
+from seqsched.request import Request, Result
+from seqsched.schedule import ScheduleConfig
+
+if TYPE_CHECKING:
+    from seqsched.data.batch_io import InputError
+    from seqsched.engine.base import Engine
+    from seqsched.engine.config import EngineConfig
+
+Strategy = Literal["vanilla", "oracle", "seqsch"]
+STRATEGIES: tuple[Strategy, ...] = ("vanilla", "oracle", "seqsch")
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model"
+_log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    """What a progress bar offers (a ``tqdm`` is one): a total and an ``update``."""
+
+    total: Any
+
+    def update(self, n: int = 1) -> Any: ...
+
+    def refresh(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One ``seqsched run``. ``strategy=None`` is inferred: ``seqsch`` with a predictor,
+    ``oracle`` with oracle lengths, else ``vanilla``."""
+
+    input_path: Path
+    output_path: Path
+    engine: EngineConfig
+    strategy: Strategy | None = None
+    predictor: Path | None = None  # a saved predictor directory
+    oracle_lengths: Path | None = None  # a trace, {id, length} JSONL, or a previous output
+    max_new_tokens: int = 512  # for lines that give no max_tokens
+    resume: bool = False
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self) -> None:
+        if self.strategy is None:
+            inferred = "seqsch" if self.predictor else "oracle" if self.oracle_lengths else "vanilla"
+            object.__setattr__(self, "strategy", inferred)
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy ({self.strategy!r}) must be one of {', '.join(STRATEGIES)}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be >= 1")
+        if self.strategy == "seqsch" and (self.predictor is None or self.oracle_lengths is not None):
+            raise ValueError("strategy 'seqsch' needs a predictor directory, and no oracle lengths")
+        if self.strategy == "oracle" and (self.predictor is None) == (self.oracle_lengths is None):
+            raise ValueError("strategy 'oracle' needs oracle lengths (or an oracle predictor directory)")
+        if self.strategy == "vanilla" and (self.predictor or self.oracle_lengths):
+            raise ValueError("strategy 'vanilla' takes no predictor and no oracle lengths")
+        if Path(self.input_path).resolve() == Path(self.output_path).resolve():
+            raise ValueError(f"output ({self.output_path}) would overwrite the input")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    metrics: Metrics  # over the requests run this time
+    num_lines: int  # lines written
+    num_answered: int  # new answers
+    num_resumed: int  # answers kept from a previous output
+    num_input_errors: int
+    output_path: Path
+
+
+def run(
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    model: str | Path | None = None,
+    strategy: Strategy | None = None,
+    predictor: str | Path | None = None,
+    oracle_lengths: str | Path | None = None,
+    max_new_tokens: int = 512,
+    resume: bool = False,
+    progress: Progress | None = None,
+    **options: Any,
+) -> RunSummary:
+    """Answer ``input_path`` into ``output_path``. Other keyword options are fields of
+    :class:`ScheduleConfig` (``batch_size``, ``fcr``, ...) or of ``EngineConfig``
+    (``device``, ``dtype``, ...)."""
+    from seqsched.engine.config import EngineConfig
+
+    schedule_keys = {f.name for f in dataclasses.fields(ScheduleConfig)}
+    engine_keys = {f.name for f in dataclasses.fields(EngineConfig)} - {"model"}
+    unknown = set(options) - schedule_keys - engine_keys
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    config = RunConfig(
+        input_path=Path(input_path),
+        output_path=Path(output_path),
+        engine=EngineConfig(
+            model=str(resolve_model(model)), **{k: v for k, v in options.items() if k in engine_keys}
+        ),
+        strategy=strategy,
+        predictor=Path(predictor) if predictor is not None else None,
+        oracle_lengths=Path(oracle_lengths) if oracle_lengths is not None else None,
+        max_new_tokens=max_new_tokens,
+        resume=resume,
+        schedule=ScheduleConfig(**{k: v for k, v in options.items() if k in schedule_keys}),
+    )
+    return execute(config, progress)
+
+
+def resolve_model(model: str | Path | None) -> str | Path:
+    """The given model, or the built-in default one."""
+    if model is not None:
+        return model
+    if not DEFAULT_MODEL.is_dir():
+        raise FileNotFoundError(f"no model given, and no built-in default model at {DEFAULT_MODEL}")
+    return DEFAULT_MODEL
+
+
+def execute(config: RunConfig, progress: Progress | None = None) -> RunSummary:
+    """Run a resolved config. Bad input lines become error lines; requests answered in
+    a previous output are kept under ``resume``; if the run crashes, what finished is
+    written before the error propagates, so ``resume`` can pick up from there."""
+    requests, errors = read_requests(config.input_path, config.max_new_tokens)
+    previous = config.output_path.exists() and config.resume
+    answered = read_answered(config.output_path) if previous else {}
+    todo = [r for r in requests if r.request_id not in answered]
+    predictor = _predictor(config, todo)  # before the model loads: fail fast
+    model_name = _model_name(config.engine.model)
+    report = RunReport(results=[])
+    if todo:
+        engine = _engine(config.engine)
+        engine.warmup(todo)  # so the first micro-batch's timing is not the kernels' start-up
+        if progress is not None:
+            progress.total = len(todo)
+            progress.refresh()
+        pipeline = Pipeline(engine, predictor, config.schedule, progress.update if progress else None)
+        try:
+            report = pipeline.run(todo)
+        except BaseException:
+            # NOTE: reads the pipeline's partial report; an on_result hook would replace this.
+            partial = getattr(pipeline, "_report", report)
+            write_jsonl(config.output_path, _lines(requests, errors, answered, partial.results, model_name))
+            raise
+    lines = _lines(requests, errors, answered, report.results, model_name)
+    write_jsonl(config.output_path, lines)
+    metrics = compute_metrics(report)
+    return RunSummary(
+        metrics=metrics,
+        num_lines=len(lines),
+        num_answered=metrics.num_requests,
+        num_resumed=len(requests) - len(todo),
+        num_input_errors=len(errors),
+        output_path=config.output_path,
+    )
+
+
+def _predictor(config: RunConfig, todo: list[Request]) -> LengthPredictor:
+    if config.strategy == "vanilla":
+        return ConstantPredictor()
+    if config.oracle_lengths is not None:
+        predictor: LengthPredictor = OraclePredictor(read_length_map(config.oracle_lengths))
+    else:
+        assert config.predictor is not None
+        predictor = load_predictor(config.predictor)
+    if isinstance(predictor, OraclePredictor):
+        missing = [r.request_id for r in todo if r.request_id not in predictor.lengths]
+        if missing:
+            source = config.oracle_lengths or config.predictor
+            shown = ", ".join(repr(m) for m in missing[:5])
+            raise ValueError(f"{source}: no length for {len(missing)} request(s): {shown}")
+    return predictor
+
+
+def _engine(config: EngineConfig) -> Engine:
+    from seqsched.engine.hf import HFEngine  # imports torch
+
+    try:
+        return HFEngine(config)
+    except OSError as e:  # the loader's errors name the model and what is wrong
+        raise FileNotFoundError(str(e)) from e
+
+
+def _model_name(model: str | Path) -> str:
+    path = Path(model).expanduser()
+    return path.name if path.exists() else str(model)
+
+
+def _lines(
+    requests: list[Request],
+    errors: list[InputError],
+    answered: dict[str, dict[str, Any]],
+    results: list[Result],
+    model_name: str,
+) -> list[dict[str, Any]]:
+    """Output lines in input order; requests that have not finished get no line."""
+    done = {res.request.index: res for res in results if res.status.is_finished}
+    placed = [(e.line, error_line(e.custom_id, e.message)) for e in errors]
+    for r in requests:
+        if r.request_id in answered:
+            placed.append((r.index + 1, answered[r.request_id]))
+        elif r.index in done:
+            placed.append((r.index + 1, result_line(done[r.index], model_name)))
+    ids = {r.request_id for r in requests}
+    orphans = [line for custom_id, line in answered.items() if custom_id not in ids]
+    if orphans:
+        _log.warning("keeping %d answer(s) whose custom_id is not in the input, at the end", len(orphans))
+    return [line for _, line in sorted(placed, key=lambda p: p[0])] + orphans

@@ -1,0 +1,95 @@
+"""`seqsched run`: answer a request file (OpenAI Batch or plain JSONL) with a local model."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("run", help=__doc__, description=__doc__)
+    p.add_argument("input", type=Path, help="request JSONL (OpenAI Batch request lines or plain lines)")
+    p.add_argument("--output", "-o", type=Path, required=True, help="result JSONL (OpenAI Batch output)")
+    p.add_argument("--model", help="HF model directory or hub id (default: the built-in model)")
+    p.add_argument(
+        "--strategy",
+        choices=["vanilla", "oracle", "seqsch"],
+        default=None,
+        help="default: seqsch with --predictor, oracle with --oracle-lengths, else vanilla",
+    )
+    p.add_argument("--predictor", type=Path, help="a saved predictor directory")
+    p.add_argument(
+        "--oracle-lengths",
+        type=Path,
+        help="known lengths: a trace, {custom_id, length} JSONL, or a previous output",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--group-size", type=int, default=256)
+    p.add_argument("--vbs", choices=["off", "paper", "budget"], default="off")
+    p.add_argument("--token-budget", type=int, default=None, help="rows x predicted length, for --vbs budget")
+    p.add_argument("--fcr", action="store_true", help="failure collection and recomputation")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="limit for lines without max_tokens")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--resume", action="store_true", help="keep the answered lines of OUTPUT; run the rest")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from seqsched.api import RunConfig, execute, resolve_model
+    from seqsched.engine.config import EngineConfig
+    from seqsched.schedule import ScheduleConfig
+
+    config = RunConfig(
+        input_path=args.input,
+        output_path=args.output,
+        engine=EngineConfig(model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype),
+        strategy=args.strategy,
+        predictor=args.predictor,
+        oracle_lengths=args.oracle_lengths,
+        max_new_tokens=args.max_new_tokens,
+        resume=args.resume,
+        schedule=ScheduleConfig(
+            batch_size=args.batch_size,
+            group_size=args.group_size,
+            vbs=args.vbs,
+            token_budget=args.token_budget,
+            fcr=args.fcr,
+        ),
+    )
+    # SIGTERM becomes SystemExit, so a killed job still writes what it finished.
+    with _exit_on_sigterm(), tqdm(desc="requests", unit="req", file=sys.stderr, disable=None) as bar:
+        summary = execute(config, progress=bar)
+    m = summary.metrics
+    print(
+        f"seqsched run: {summary.num_lines} lines -> {summary.output_path} "
+        f"({summary.num_answered} answered, {m.num_errors} failed, {summary.num_input_errors} bad input, "
+        f"{summary.num_resumed} resumed) | {m.requests_per_second:.2f} req/s, "
+        f"{m.output_tokens_per_second:.1f} tok/s, avg length {m.average_length:.1f}, "
+        f"effective token ratio {m.effective_token_ratio:.1%}, failure ratio {m.failure_ratio:.1%}, "
+        f"predictor {m.predictor_overhead:.1%}, {m.wall_seconds:.1f} s"
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    def _raise(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

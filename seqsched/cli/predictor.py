@@ -1,0 +1,190 @@
+"""`seqsched predictor train|eval`: fit a length predictor on a length trace, and score
+one (Error, Acc-50, Acc-100, Kendall tau, under-predictions, ms per prompt)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TRAIN_KINDS = ("proxy", "probe", "lora", "constant")
+EVAL_KINDS = ("pia", "oracle", "constant")  # kinds scored without a saved directory
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("predictor", help="train and evaluate length predictors", description=__doc__)
+    sub = p.add_subparsers(dest="predictor_command", required=True)
+
+    t = sub.add_parser("train", help="fit a predictor on a trace and save it")
+    t.add_argument("--kind", choices=TRAIN_KINDS, required=True)
+    t.add_argument("--out", type=Path, required=True, help="directory to save the predictor in")
+    _data_args(t, default_split=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=1, help="lora")
+    t.add_argument("--lr", type=float, default=3e-4, help="lora")
+    t.add_argument("--lora-r", type=int, default=8, help="lora")
+    t.add_argument("--lora-alpha", type=int, default=16, help="lora")
+    t.add_argument("--train-batch-size", type=int, default=8, help="lora")
+    t.add_argument("--max-steps", type=int, default=None, help="lora: stop after this many steps")
+    t.add_argument("--regressor", choices=["ridge", "quantile"], default="ridge", help="probe")
+    t.add_argument("--quantile", type=float, default=0.7, help="probe, --regressor quantile")
+    t.add_argument("--num-layers", type=int, default=1, help="probe: average the last k layers")
+    t.set_defaults(func=train)
+
+    e = sub.add_parser("eval", help="score a saved predictor (or pia/oracle/constant) on a trace")
+    e.add_argument("path", type=Path, nargs="?", help="a saved predictor directory")
+    e.add_argument("--kind", choices=EVAL_KINDS, help="score a predictor that needs no saved directory")
+    _data_args(e, default_split=None)
+    e.add_argument("--margin-scale", type=float, default=1.0, help="predict ceil(scale * p + add)")
+    e.add_argument("--margin-add", type=float, default=0.0)
+    e.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    e.set_defaults(func=evaluate)
+
+
+def _data_args(p: argparse.ArgumentParser, default_split: str | None) -> None:
+    p.add_argument("--trace", type=Path, required=True, help="length trace (JSONL or the paper's JSON)")
+    p.add_argument(
+        "--prompts",
+        type=Path,
+        help="prompt texts by id (request JSONL or one prompt per line); default: the trace's instruction",
+    )
+    p.add_argument("--split", default=default_split, help="only records of this split (e.g. train, val)")
+    p.add_argument("--first", type=int, default=None, help="only the first N records (after --split)")
+    p.add_argument("--model", help="the serving model, for probe/lora/pia (default: the built-in model)")
+    p.add_argument("--limit", type=int, default=512, help="max_new_tokens: predictions are clamped to it")
+    p.add_argument("--device", default="auto")
+
+
+def train(args: argparse.Namespace) -> int:
+    from seqsched.predict.evaluate import trace_texts
+
+    trace, prompts = _data(args)
+    texts, lengths = trace_texts(trace, prompts), [r.length("max") for r in trace]
+    predictor = _new_predictor(args)
+    start = time.perf_counter()
+    predictor.fit(texts, lengths)
+    seconds = time.perf_counter() - start
+    predictor.save(args.out)
+    losses = getattr(predictor, "losses", None)
+    extra = f", loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps" if losses else ""
+    fitted = f"{args.kind} fitted on {len(texts)} prompts in {seconds:.1f} s"
+    print(f"seqsched predictor: {fitted}{extra} -> {args.out}")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from seqsched.cli import UsageError
+    from seqsched.predict.evaluate import evaluate as score
+    from seqsched.predict.margin import with_margin
+
+    if (args.path is None) == (args.kind is None):
+        raise UsageError("give a saved predictor PATH or --kind, not both and not neither")
+    trace, prompts = _data(args)
+    predictor = with_margin(_eval_predictor(args, trace), args.margin_scale, args.margin_add)
+    metrics, _ = score(predictor, trace, prompts, max_new_tokens=args.limit)
+    print(f"{args.path or args.kind} on {trace.name}:\n{metrics.table()}")
+    fallbacks = getattr(getattr(predictor, "inner", predictor), "num_fallbacks", None)
+    if fallbacks:
+        print(f"({fallbacks} completions had no number and fell back to the limit)")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "predictor": str(args.path or args.kind),
+            "trace": str(args.trace),
+            "split": args.split,
+            "margin_scale": args.margin_scale,
+            "margin_add": args.margin_add,
+            "num_fallbacks": fallbacks,
+            **metrics.to_dict(),
+        }
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> tuple[Any, dict[str, str] | None]:
+    from seqsched.cli import UsageError
+    from seqsched.data.collect import read_prompts
+    from seqsched.data.traces import Trace, read_trace
+
+    trace = read_trace(args.trace)
+    if args.split is not None:
+        if any(r.split is not None for r in trace):
+            trace = trace.split(args.split)
+            if not len(trace):
+                raise UsageError(f"{args.trace}: no records in split {args.split!r}")
+        else:
+            print(f"seqsched predictor: {args.trace} has no splits; using every record", file=sys.stderr)
+    if args.first is not None:
+        if args.first < 1:
+            raise UsageError(f"--first ({args.first}) must be >= 1")
+        trace = Trace(trace.records[: args.first], f"{trace.name}[:{args.first}]")
+    prompts = None
+    if args.prompts is not None:
+        prompts = {r.request_id: r.text for r in read_prompts(args.prompts, args.limit)}
+    return trace, prompts
+
+
+def _model(args: argparse.Namespace) -> tuple[Any, Any]:
+    from seqsched.api import resolve_model
+    from seqsched.engine.config import EngineConfig
+    from seqsched.engine.loading import load_model
+
+    return load_model(EngineConfig(model=str(resolve_model(args.model)), device=args.device))
+
+
+def _new_predictor(args: argparse.Namespace) -> Any:
+    if args.kind == "constant":
+        from seqsched.predict.constant import ConstantPredictor
+
+        return ConstantPredictor()
+    if args.kind == "proxy":
+        from seqsched.predict.proxy import ProxyPredictor
+
+        return ProxyPredictor()
+    model, tokenizer = _model(args)
+    if args.kind == "probe":
+        from seqsched.predict.probe import ProbeConfig, ProbePredictor
+
+        config = ProbeConfig(
+            args.regressor, quantile=args.quantile, num_layers=args.num_layers, seed=args.seed
+        )
+        return ProbePredictor(model, tokenizer, args.limit, config)
+    from seqsched.predict.lora import LoraPredictor, LoraTrainConfig
+
+    lora = LoraTrainConfig(
+        r=args.lora_r,
+        alpha=args.lora_alpha,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.train_batch_size,
+        seed=args.seed,
+        max_steps=args.max_steps,
+    )
+    return LoraPredictor(model, tokenizer, args.limit, lora)
+
+
+def _eval_predictor(args: argparse.Namespace, trace: Any) -> Any:
+    if args.kind == "oracle":
+        from seqsched.predict.oracle import OraclePredictor
+
+        return OraclePredictor(trace.oracle())
+    if args.kind == "constant":
+        from seqsched.predict.constant import ConstantPredictor
+
+        return ConstantPredictor()
+    if args.kind == "pia":
+        from seqsched.predict.pia import PiAPredictor
+
+        model, tokenizer = _model(args)
+        return PiAPredictor(model, tokenizer, args.limit)
+    from seqsched.predict.base import read_manifest
+    from seqsched.predict.registry import load_predictor
+
+    kind = read_manifest(args.path)["kind"]
+    if args.model is not None and kind in ("pia", "probe", "lora"):
+        model, tokenizer = _model(args)
+        return load_predictor(args.path, model=model, tokenizer=tokenizer)
+    return load_predictor(args.path)

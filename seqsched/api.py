@@ -9,17 +9,26 @@ per input line, in input order. Nothing here imports torch until a model is load
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from seqsched.bench.metrics import Metrics, compute_metrics
-from seqsched.data.batch_io import error_line, read_answered, read_requests, result_line, write_jsonl
+from seqsched.data.batch_io import (
+    error_line,
+    is_answered,
+    read_answered,
+    read_requests,
+    result_line,
+    write_jsonl,
+)
 from seqsched.data.traces import read_length_map
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.predict.base import LengthPredictor
 from seqsched.predict.constant import ConstantPredictor
+from seqsched.predict.margin import with_margin
 from seqsched.predict.oracle import OraclePredictor
 from seqsched.predict.registry import load_predictor
 from seqsched.request import Request, Result
@@ -60,6 +69,8 @@ class RunConfig:
     max_new_tokens: int = 512  # for lines that give no max_tokens
     resume: bool = False
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    margin_scale: float = 1.0  # safety margin on a learned predictor: ceil(scale * p + add)
+    margin_add: float = 0.0
 
     def __post_init__(self) -> None:
         if self.strategy is None:
@@ -142,28 +153,45 @@ def execute(config: RunConfig, progress: Progress | None = None) -> RunSummary:
     a previous output are kept under ``resume``; if the run crashes, what finished is
     written before the error propagates, so ``resume`` can pick up from there."""
     requests, errors = read_requests(config.input_path, config.max_new_tokens)
-    previous = config.output_path.exists() and config.resume
-    answered = read_answered(config.output_path) if previous else {}
+    journal = journal_path(config.output_path)
+    answered: dict[str, dict[str, Any]] = {}
+    if config.resume:
+        for path in (config.output_path, journal):
+            if path.exists():
+                answered.update(read_answered(path))
     todo = [r for r in requests if r.request_id not in answered]
-    predictor = _predictor(config, todo)  # before the model loads: fail fast
+    _check_oracle(config, todo)  # before the model loads: fail fast
     model_name = _model_name(config.engine.model)
     report = RunReport(results=[])
+    finished: list[Result] = []
     if todo:
         engine = _engine(config.engine)
+        predictor = _predictor(config, engine)
         engine.warmup(todo)  # so the first micro-batch's timing is not the kernels' start-up
         if progress is not None:
             progress.total = len(todo)
             progress.refresh()
-        pipeline = Pipeline(engine, predictor, config.schedule, progress.update if progress else None)
-        try:
-            report = pipeline.run(todo)
-        except BaseException:
-            # NOTE: reads the pipeline's partial report; an on_result hook would replace this.
-            partial = getattr(pipeline, "_report", report)
-            write_jsonl(config.output_path, _lines(requests, errors, answered, partial.results, model_name))
-            raise
+        with journal.open("a", encoding="utf-8") as log:
+
+            def save(result: Result) -> None:
+                # Each final answer is on disk the moment it exists: a killed job loses nothing.
+                finished.append(result)
+                line = result_line(result, model_name)
+                if is_answered(line):
+                    log.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    log.flush()
+
+            pipeline = Pipeline(
+                engine, predictor, config.schedule, progress.update if progress else None, on_result=save
+            )
+            try:
+                report = pipeline.run(todo)
+            except BaseException:
+                write_jsonl(config.output_path, _lines(requests, errors, answered, finished, model_name))
+                raise
     lines = _lines(requests, errors, answered, report.results, model_name)
     write_jsonl(config.output_path, lines)
+    journal.unlink(missing_ok=True)
     metrics = compute_metrics(report)
     return RunSummary(
         metrics=metrics,
@@ -175,21 +203,32 @@ def execute(config: RunConfig, progress: Progress | None = None) -> RunSummary:
     )
 
 
-def _predictor(config: RunConfig, todo: list[Request]) -> LengthPredictor:
+def journal_path(output_path: Path) -> Path:
+    """Where answers are appended as they finish, until the ordered output is written."""
+    return output_path.with_name(output_path.name + ".partial")
+
+
+def _check_oracle(config: RunConfig, todo: list[Request]) -> None:
+    if config.oracle_lengths is None:
+        return
+    lengths = read_length_map(config.oracle_lengths)
+    missing = [r.request_id for r in todo if r.request_id not in lengths]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5])
+        raise ValueError(f"{config.oracle_lengths}: no length for {len(missing)} request(s): {shown}")
+
+
+def _predictor(config: RunConfig, engine: Engine) -> LengthPredictor:
     if config.strategy == "vanilla":
         return ConstantPredictor()
     if config.oracle_lengths is not None:
-        predictor: LengthPredictor = OraclePredictor(read_length_map(config.oracle_lengths))
-    else:
-        assert config.predictor is not None
-        predictor = load_predictor(config.predictor)
-    if isinstance(predictor, OraclePredictor):
-        missing = [r.request_id for r in todo if r.request_id not in predictor.lengths]
-        if missing:
-            source = config.oracle_lengths or config.predictor
-            shown = ", ".join(repr(m) for m in missing[:5])
-            raise ValueError(f"{source}: no length for {len(missing)} request(s): {shown}")
-    return predictor
+        return OraclePredictor(read_length_map(config.oracle_lengths))
+    assert config.predictor is not None
+    # LLM-based predictors share the serving model instead of loading a second copy.
+    predictor = load_predictor(
+        config.predictor, model=getattr(engine, "model", None), tokenizer=getattr(engine, "tokenizer", None)
+    )
+    return with_margin(predictor, config.margin_scale, config.margin_add)
 
 
 def _engine(config: EngineConfig) -> Engine:

@@ -170,3 +170,53 @@ def test_importing_the_api_does_not_import_torch() -> None:
     code = "import sys, seqsched, seqsched.api, seqsched.cli.run; seqsched.run; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_killed_run_leaves_a_journal_that_resume_reads(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from seqsched.api import journal_path
+    from seqsched.data.batch_io import read_answered
+
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        "".join(json.dumps({"custom_id": f"q{i}", "prompt": f"hello {i}"}) + "\n" for i in range(3))
+    )
+    out = tmp_path / "out.jsonl"
+    # A journal as a killed job leaves it: one answer, and a torn last line.
+    assert (
+        main(
+            [
+                "run",
+                str(requests),
+                "-o",
+                str(tmp_path / "first.jsonl"),
+                "--model",
+                str(tiny_model_dir),
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
+    first = read_answered(tmp_path / "first.jsonl")
+    kept = first["q1"] | {"id": "from-the-journal"}  # marked, to see that it is kept, not re-run
+    journal_path(out).write_text(json.dumps(kept) + '\n{"custom_id": "q2", "resp')
+    assert (
+        main(
+            [
+                "run",
+                str(requests),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--max-new-tokens",
+                "8",
+                "--resume",
+            ]
+        )
+        == 0
+    )
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["custom_id"] for x in lines] == ["q0", "q1", "q2"]
+    assert lines == [first["q0"], kept, first["q2"]]
+    assert not journal_path(out).exists(), "the journal goes once the ordered output is written"

@@ -34,6 +34,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--token-budget", type=int, default=None, help="rows x predicted length, for --vbs budget")
     p.add_argument("--fcr", action="store_true", help="failure collection and recomputation")
     p.add_argument("--max-new-tokens", type=int, default=512, help="limit for lines without max_tokens")
+    p.add_argument("--margin-scale", type=float, default=1.0, help="safety margin: ceil(scale * p + add)")
+    p.add_argument("--margin-add", type=float, default=0.0, help="safety margin, in tokens")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--resume", action="store_true", help="keep the answered lines of OUTPUT; run the rest")
@@ -56,6 +58,8 @@ def main(args: argparse.Namespace) -> int:
         oracle_lengths=args.oracle_lengths,
         max_new_tokens=args.max_new_tokens,
         resume=args.resume,
+        margin_scale=args.margin_scale,
+        margin_add=args.margin_add,
         schedule=ScheduleConfig(
             batch_size=args.batch_size,
             group_size=args.group_size,

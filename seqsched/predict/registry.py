@@ -23,10 +23,13 @@ KINDS: dict[str, str] = {
 }
 
 
-def load_predictor(path: str | Path, **kwargs: Any) -> LengthPredictor:
-    """Load a predictor saved with ``save(path)``, whatever its kind. ``kwargs`` go to
-    the class's ``load`` (the LLM-based kinds take ``model=`` and ``tokenizer=`` to share
-    an already loaded model)."""
+# Kinds that run the serving model: they take ``model=`` and ``tokenizer=`` to share it.
+MODEL_KINDS = frozenset({"pia", "lora", "probe"})
+
+
+def load_predictor(path: str | Path, model: Any = None, tokenizer: Any = None) -> LengthPredictor:
+    """Load a predictor saved with ``save(path)``, whatever its kind. The LLM-based kinds
+    use ``model`` and ``tokenizer`` when given (the serving model), else load their own."""
     kind = read_manifest(path)["kind"]
     if kind not in KINDS:
         raise ValueError(f"{path}: unknown predictor kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
@@ -36,6 +39,7 @@ def load_predictor(path: str | Path, **kwargs: Any) -> LengthPredictor:
     except ModuleNotFoundError as e:
         raise ValueError(f"{path}: the {kind!r} predictor cannot be loaded ({e})") from e
     cls = getattr(module, class_name)
+    kwargs = {"model": model, "tokenizer": tokenizer} if kind in MODEL_KINDS else {}
     predictor = cls.load(path, **kwargs)
     assert isinstance(predictor, LengthPredictor), f"{KINDS[kind]}.load returned {type(predictor)}"
     return predictor

@@ -1,0 +1,72 @@
+"""Randomly initialised Llama models of a chosen shape, for trace replay.
+
+A decode step costs the same whatever the weights' values, so replaying recorded lengths
+on a random model of a real model's shape measures that model's real compute cost.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    vocab_size: int
+    max_position_embeddings: int
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+
+
+SHAPES: dict[str, Shape] = {
+    # Vicuna-7B v1.1 (LLaMA-7B): the paper's model.
+    "vicuna-7b": Shape(4096, 11008, 32, 32, 32000, 2048),
+    # Small CPU shapes; parameter counts include the (tied) embedding.
+    "cpu-8m": Shape(256, 768, 8, 8, 4096, 2048),
+    "cpu-20m": Shape(384, 1024, 10, 6, 4096, 2048),
+}
+
+
+def make_random_model(shape: str | Shape, tokenizer_dir: str | Path, out: str | Path, seed: int = 0) -> int:
+    """Write a random Llama of ``shape`` with the tokenizer from ``tokenizer_dir`` to ``out``;
+    return its parameter count. The tokenizer's vocabulary must fit the model's."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if isinstance(shape, str):
+        if shape not in SHAPES:
+            raise ValueError(f"shape ({shape!r}) must be one of {', '.join(SHAPES)}")
+        shape = SHAPES[shape]
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    if len(tokenizer) > shape.vocab_size:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens; the shape's vocab_size is {shape.vocab_size}")
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        vocab_size=shape.vocab_size,
+        max_position_embeddings=shape.max_position_embeddings,
+        tie_word_embeddings=shape.vocab_size < 16000,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from seqsched.engine.random_model import Shape, make_random_model
+
+
+def test_random_model_loads_and_generates(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    shape = Shape(32, 64, 1, 2, 512, 128)
+    n = make_random_model(shape, tiny_model_dir, tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert n == sum(p.numel() for p in model.parameters())
+    assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 1
+
+
+def test_bad_shapes_are_named(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"hidden_size \(30\) must be a multiple of num_attention_heads \(4\)"):
+        Shape(30, 64, 1, 4, 512, 128)
+    with pytest.raises(ValueError, match=r"shape \('huge'\) must be one of"):
+        make_random_model("huge", tiny_model_dir, tmp_path / "m")
+    with pytest.raises(ValueError, match="vocab_size is 100"):
+        make_random_model(Shape(32, 64, 1, 2, 100, 128), tiny_model_dir, tmp_path / "m")

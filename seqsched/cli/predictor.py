@@ -148,9 +148,7 @@ def _new_predictor(args: argparse.Namespace) -> Any:
     if args.kind == "probe":
         from seqsched.predict.probe import ProbeConfig, ProbePredictor
 
-        config = ProbeConfig(
-            args.regressor, quantile=args.quantile, num_layers=args.num_layers, seed=args.seed
-        )
+        config = ProbeConfig(args.regressor, quantile=args.quantile, num_layers=args.num_layers, seed=args.seed)
         return ProbePredictor(model, tokenizer, args.limit, config)
     from seqsched.predict.lora import LoraPredictor, LoraTrainConfig
 

@@ -38,6 +38,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--margin-add", type=float, default=0.0, help="safety margin, in tokens")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--resume", action="store_true", help="keep the answered lines of OUTPUT; run the rest")
     p.set_defaults(func=main)
 
@@ -52,7 +53,9 @@ def main(args: argparse.Namespace) -> int:
     config = RunConfig(
         input_path=args.input,
         output_path=args.output,
-        engine=EngineConfig(model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype),
+        engine=EngineConfig(
+            model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype, num_threads=args.threads
+        ),
         strategy=args.strategy,
         predictor=args.predictor,
         oracle_lengths=args.oracle_lengths,

@@ -26,11 +26,11 @@ def resolve_device(device: str) -> torch.device:
 def load_model(config: EngineConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``config.model`` (in eval mode, on its device) and its tokenizer."""
     device = resolve_device(config.device)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
     _check_source(config.model, "model")
     _check_source(config.tokenizer_path, "tokenizer")
-    tokenizer = _load(
-        AutoTokenizer, config.tokenizer_path, "tokenizer", trust_remote_code=config.trust_remote_code
-    )
+    tokenizer = _load(AutoTokenizer, config.tokenizer_path, "tokenizer", trust_remote_code=config.trust_remote_code)
     kwargs: dict[str, Any] = {
         "dtype": _dtype(config.dtype, device),
         "trust_remote_code": config.trust_remote_code,

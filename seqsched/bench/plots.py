@@ -1,0 +1,93 @@
+"""One PNG per bench: (a) the actual output lengths, (b) each strategy's micro-batches
+as useful, padded and discarded token-steps, (c) throughput. matplotlib, Agg backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from seqsched.bench.runner import BenchResult
+from seqsched.pipeline import BatchRecord
+from seqsched.request import RequestStatus
+
+USEFUL, PADDED, DISCARDED = "#2b6cb0", "#cbd5e0", "#e53e3e"
+
+
+def batch_token_steps(batch: BatchRecord) -> tuple[int, int, int]:
+    """(useful, padded, discarded) token-steps of one micro-batch.
+
+    Its rows are charged ``batch_size * num_steps`` token-steps. An FCR failure hit the
+    cap without its EOS, so it generated exactly ``max_new_tokens`` tokens, all thrown
+    away; the rest of the generated tokens are kept."""
+    total = batch.batch_size * batch.num_steps
+    discarded = batch.num_failures * batch.max_new_tokens
+    useful = batch.num_output_tokens - discarded
+    assert useful >= 0 and useful + discarded <= total, f"inconsistent batch record {batch}"
+    return useful, total - useful - discarded, discarded
+
+
+def plot_bench(bench: BenchResult, path: str | Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(bench.results)
+    fig = plt.figure(figsize=(12, 4 + 0.6 * n))
+    grid = fig.add_gridspec(2, 2, height_ratios=[3, max(1, n)], hspace=0.45, wspace=0.25)
+    _lengths(fig.add_subplot(grid[0, 0]), bench)
+    _throughput(fig.add_subplot(grid[0, 1]), bench)
+    _batches(fig.add_subplot(grid[1, :]), bench)
+    if title:
+        fig.suptitle(title)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _lengths(ax: Any, bench: BenchResult) -> None:
+    results = bench.results[0].report.results
+    lengths = [r.num_output_tokens for r in results if r.status != RequestStatus.FINISHED_ERROR]
+    ax.hist(lengths, bins=min(50, max(1, len(set(lengths)))), color=USEFUL)
+    ax.set_title("(a) actual output lengths")
+    ax.set_xlabel("output tokens")
+    ax.set_ylabel("requests")
+
+
+def _throughput(ax: Any, bench: BenchResult) -> None:
+    names = [r.strategy.name for r in bench.results]
+    values = [r.metrics.requests_per_second for r in bench.results]
+    bars = ax.bar(names, values, color=USEFUL)
+    for bar, name in zip(bars, names, strict=True):
+        ratio = bench.ratio(name)
+        if ratio is not None:
+            ax.annotate(
+                f"{ratio:.2f}x",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+            )
+    ax.margins(y=0.15)
+    ax.set_title("(c) throughput")
+    ax.set_ylabel("requests / s")
+
+
+def _batches(ax: Any, bench: BenchResult) -> None:
+    """A row per strategy; each micro-batch a segment as wide as its token-steps."""
+    for y, res in enumerate(bench.results):
+        segments: tuple[list[tuple[int, int]], ...] = ([], [], [])
+        edges, x = [], 0
+        for batch in res.report.batches:
+            for kind, width in enumerate(batch_token_steps(batch)):
+                if width:
+                    segments[kind].append((x, width))
+                    x += width
+            edges.append(x)
+        for spans, color in zip(segments, (USEFUL, PADDED, DISCARDED), strict=True):
+            ax.broken_barh(spans, (y - 0.3, 0.6), facecolors=color, edgecolor="none")
+        ax.vlines(edges, y - 0.3, y + 0.3, colors="white", linewidth=0.3)
+        ax.annotate(f" eff {100 * res.metrics.effective_token_ratio:.0f}%", (x, y), va="center", fontsize=8)
+    ax.set_yticks(range(len(bench.results)), [r.strategy.name for r in bench.results])
+    ax.invert_yaxis()
+    ax.set_xlabel("token-steps (rows x decode steps), micro-batches in run order")
+    ax.set_title("(b) micro-batches: useful (blue), padding (grey), discarded FCR runs (red)")

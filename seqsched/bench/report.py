@@ -1,0 +1,121 @@
+"""The paper's throughput table, and the JSON a bench leaves next to its results."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from seqsched.bench.runner import BenchResult
+
+_COLUMNS = (
+    ("strategy", "{}"),
+    ("req/s", "{:.3f}"),
+    ("tok/s", "{:.1f}"),
+    ("avg len", "{:.1f}"),
+    ("eff %", "{:.1f}"),
+    ("fail %", "{:.1f}"),
+    ("pred s", "{:.2f}"),
+    ("wall s", "{:.2f}"),
+    ("x vanilla", "{}"),
+)
+
+
+def table_rows(bench: BenchResult) -> list[list[str]]:
+    rows = []
+    for res in bench.results:
+        m, ratio = res.metrics, bench.ratio(res.strategy.name)
+        values = (
+            res.strategy.name,
+            m.requests_per_second,
+            m.output_tokens_per_second,
+            m.average_length,
+            100 * m.effective_token_ratio,
+            100 * m.failure_ratio,
+            m.predictor_seconds,
+            m.wall_seconds,
+            "-" if ratio is None else f"{ratio:.2f}",
+        )
+        rows.append([fmt.format(v) for (_, fmt), v in zip(_COLUMNS, values, strict=True)])
+    return rows
+
+
+def format_table(bench: BenchResult) -> str:
+    """One aligned plain-text table: a row per strategy, in run order."""
+    header = [name for name, _ in _COLUMNS]
+    rows = table_rows(bench)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    rule = "  ".join("-" * w for w in widths)
+    suffix = f"\n(median of {bench.repeat} interleaved repeats)" if bench.repeat > 1 else ""
+    return "\n".join([line(header), rule, *(line(r) for r in rows)]) + suffix
+
+
+def environment(engine: object | None = None) -> dict[str, Any]:
+    """Where the numbers came from. Reads package versions without importing torch."""
+    env: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    for package in ("seqsched", "torch", "transformers", "numpy"):
+        try:
+            env[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            env[package] = None
+    if engine is not None:
+        env["engine"] = getattr(engine, "name", type(engine).__name__)
+        config = getattr(engine, "config", None)
+        model = getattr(engine, "model", None)
+        resolved = {  # what the engine really runs on, over what its config asked for ("auto")
+            "device": getattr(engine, "device", None),
+            "dtype": getattr(model, "dtype", None),
+            "model": getattr(config, "model", None),
+        }
+        for key, value in resolved.items():
+            value = value if value is not None else getattr(config, key, None)
+            env[key] = None if value is None else str(value).removeprefix("torch.")
+        cost_model = getattr(engine, "cost_model", None)
+        if cost_model is not None:
+            env["cost_model"] = cost_model.to_dict()
+    return env
+
+
+def to_json(bench: BenchResult, config: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    """Figures, the resolved configuration (the bench's and each strategy's), and the
+    environment, so a result can be read, compared and re-run on its own."""
+    return {
+        "config": config,
+        "environment": env,
+        "baseline": bench.baseline,
+        "repeat": bench.repeat,
+        "strategies": [
+            {
+                "name": res.strategy.name,
+                "description": res.strategy.description,
+                "schedule": dataclasses.asdict(res.strategy.schedule),
+                "metrics": res.metrics.to_dict(),
+                "throughput_ratio": bench.ratio(res.strategy.name),
+                "wall_seconds_per_repeat": res.wall_seconds,
+                "num_batches": len(res.report.batches),
+                "num_retry_batches": sum(b.is_retry for b in res.report.batches),
+            }
+            for res in bench.results
+        ],
+    }
+
+
+def write_json(bench: BenchResult, path: str | Path, config: dict[str, Any], env: dict[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(to_json(bench, config, env), indent=2, default=str) + "\n")

@@ -1,0 +1,180 @@
+"""Side-by-side runs: several strategies, one process, the same engine, the same requests.
+
+NOTE on fair timing. Every strategy runs on the same engine object, so the model, its
+weights and its allocator are shared. A warm-up comes first. With ``repeat > 1`` the
+strategies are interleaved per repeat (vanilla, oracle, vanilla, oracle, ...) so that
+slow drift (thermal, other load) hits all of them alike, and the repeat with the median
+wall time stands for each strategy. Requests are mutable (status, predicted_len), so
+every run gets fresh copies of the pristine inputs, which are never run themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from seqsched.bench.metrics import Metrics, compute_metrics
+from seqsched.engine.base import Engine
+from seqsched.pipeline import Pipeline, RunReport
+from seqsched.predict.base import LengthPredictor, read_manifest
+from seqsched.predict.constant import ConstantPredictor
+from seqsched.predict.oracle import OraclePredictor
+from seqsched.request import Request, RequestStatus
+from seqsched.schedule import ScheduleConfig
+
+# A predictor, or a factory called once, just before the strategy's first run, with the
+# reports of the strategies that already ran (by name): the live oracle reads vanilla's.
+PredictorSource = LengthPredictor | Callable[[Mapping[str, RunReport]], LengthPredictor]
+STANDARD = ("vanilla", "oracle", "seqsch")
+WARMUP_TOKENS = 16  # enough decode steps to warm kernels and the allocator
+
+
+@dataclass
+class Strategy:
+    name: str
+    predictor: PredictorSource
+    schedule: ScheduleConfig
+    description: str = ""
+
+
+@dataclass
+class StrategyResult:
+    strategy: Strategy
+    metrics: Metrics  # of the median run
+    report: RunReport  # the median run
+    wall_seconds: list[float]  # one per repeat, in run order
+
+
+@dataclass
+class BenchResult:
+    results: list[StrategyResult]
+    baseline: str = "vanilla"
+    repeat: int = 1
+
+    def ratio(self, name: str) -> float | None:
+        """Throughput (requests/s) of ``name`` over the baseline's; None without one."""
+        by_name = {r.strategy.name: r.metrics for r in self.results}
+        base = by_name.get(self.baseline)
+        if base is None or base.requests_per_second == 0:
+            return None
+        return by_name[name].requests_per_second / base.requests_per_second
+
+
+def fresh_copies(requests: Sequence[Request]) -> list[Request]:
+    """Shallow copies: a run mutates status and predicted_len, never the lists inside."""
+    return [dataclasses.replace(r) for r in requests]
+
+
+def run_strategies(
+    engine: Engine,
+    requests: Sequence[Request],
+    strategies: Sequence[Strategy],
+    repeat: int = 1,
+    warmup: bool = True,
+    on_run: Callable[[str, int, Metrics], None] | None = None,
+) -> BenchResult:
+    """Run every strategy ``repeat`` times, interleaved; return medians."""
+    if repeat < 1:
+        raise ValueError(f"repeat ({repeat}) must be >= 1")
+    if not strategies:
+        raise ValueError("no strategies to run")
+    names = [s.name for s in strategies]
+    if len(set(names)) != len(names):
+        raise ValueError(f"strategy names must be unique, got {names}")
+    if warmup:
+        _warmup(engine, requests, strategies[0].schedule)
+    predictors: dict[str, LengthPredictor] = {}
+    runs: dict[str, list[RunReport]] = {name: [] for name in names}
+    for rep in range(repeat):
+        for s in strategies:
+            if s.name not in predictors:
+                done = {name: reports[0] for name, reports in runs.items() if reports}
+                source = s.predictor
+                predictors[s.name] = source if isinstance(source, LengthPredictor) else source(done)
+            report = Pipeline(engine, predictors[s.name], s.schedule).run(fresh_copies(requests))
+            runs[s.name].append(report)
+            if on_run is not None:
+                on_run(s.name, rep, compute_metrics(report))
+    return BenchResult([_median(s, runs[s.name]) for s in strategies], repeat=repeat)
+
+
+def _warmup(engine: Engine, requests: Sequence[Request], schedule: ScheduleConfig) -> None:
+    """The engine's own hook, then one short untimed batch through the whole pipeline."""
+    sample = [
+        dataclasses.replace(r, max_new_tokens=min(r.max_new_tokens, WARMUP_TOKENS))
+        for r in requests[: schedule.batch_size]
+    ]
+    engine.warmup(sample)
+    Pipeline(engine, ConstantPredictor(), dataclasses.replace(schedule, vbs="off", fcr=False)).run(fresh_copies(sample))
+
+
+def _median(strategy: Strategy, reports: list[RunReport]) -> StrategyResult:
+    walls = [r.wall_seconds for r in reports]
+    middle = sorted(range(len(reports)), key=lambda i: walls[i])[(len(reports) - 1) // 2]
+    return StrategyResult(strategy, compute_metrics(reports[middle]), reports[middle], walls)
+
+
+# --- the standard strategy set --------------------------------------------------------
+
+
+def lengths_from_report(report: RunReport) -> dict[str, int]:
+    """Each request's real output length in a run: the live oracle's ground truth."""
+    return {
+        res.request.request_id: max(1, res.num_output_tokens)
+        for res in report.results
+        if res.status != RequestStatus.FINISHED_ERROR
+    }
+
+
+def standard_strategy(
+    name: str,
+    base: ScheduleConfig,
+    oracle_lengths: Mapping[str, int] | None = None,
+    predictor_path: str | Path | None = None,
+) -> Strategy:
+    """``vanilla``: predict the limit, fixed batches in input order, no FCR.
+    ``oracle``: the true lengths, VBS (paper table) + FCR. Without ``oracle_lengths``
+    it takes them from the ``vanilla`` run of the same bench, which must come first.
+    ``seqsch``: a saved predictor (``predictor_path``), VBS (paper table) + FCR."""
+    scheduled = dataclasses.replace(base, vbs="paper", fcr=True)
+    if name == "vanilla":
+        return Strategy(
+            name,
+            ConstantPredictor(),
+            dataclasses.replace(base, vbs="off", fcr=False),
+            "constant (limit), VBS off, FCR off",
+        )
+    if name == "oracle":
+        if oracle_lengths is not None:
+            return Strategy(name, OraclePredictor(oracle_lengths), scheduled, "true lengths, VBS paper + FCR")
+        return Strategy(name, _oracle_from_vanilla, scheduled, "lengths of the vanilla run, VBS paper + FCR")
+    if name == "seqsch":
+        if predictor_path is None:
+            raise ValueError("strategy 'seqsch' needs a saved predictor (--predictor PATH)")
+        return Strategy(name, load_predictor(predictor_path), scheduled, f"{predictor_path}, VBS paper + FCR")
+    raise ValueError(f"unknown strategy {name!r}: choose from {', '.join(STANDARD)}")
+
+
+def _oracle_from_vanilla(done: Mapping[str, RunReport]) -> LengthPredictor:
+    if "vanilla" not in done:
+        raise ValueError(
+            "the live oracle takes its lengths from the vanilla run: list vanilla before oracle, or give a length file"
+        )
+    return OraclePredictor(lengths_from_report(done["vanilla"]))
+
+
+def load_predictor(path: str | Path) -> LengthPredictor:
+    """Any saved predictor, by the kind in its manifest."""
+    try:  # the predictor package's own factory
+        from seqsched.predict.registry import load_predictor as load
+    except ModuleNotFoundError as err:
+        if err.name != "seqsched.predict.registry":
+            raise
+        kinds: dict[str, type[LengthPredictor]] = {"constant": ConstantPredictor, "oracle": OraclePredictor}
+        kind = read_manifest(path)["kind"]
+        if kind not in kinds:
+            raise ValueError(f"{path}: cannot load a {kind!r} predictor here") from None
+        return kinds[kind].load(path)
+    return load(path)

@@ -1,0 +1,147 @@
+"""`seqsched bench`: strategies side by side on a real model, in one process, on the same
+engine and the same requests, printing the paper's throughput table.
+
+Modes:
+- live (default): the model generates until EOS on the prompts (--prompts, or the
+  built-in default workload). The oracle knows the lengths of the vanilla run of the
+  same bench (list vanilla first), or those of --oracle-lengths.
+- replay (--trace T --mode replay): prompts and output lengths come from a length
+  trace; the model is forced to end each response exactly at its trace length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from seqsched.cli import UsageError
+from seqsched.cli.simulate import add_schedule_args, run_bench
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help=__doc__.splitlines()[0],
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", help="HF model directory or hub id (default: the built-in model)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--prompts", type=Path, help="request JSONL (OpenAI Batch or plain lines)")
+    source.add_argument("--trace", type=Path, help="length trace to replay")
+    p.add_argument("--mode", choices=["live", "replay"], default=None, help="default: replay with --trace, else live")
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="replay: draw N trace records as the paper does; default workload: its first N prompts",
+    )
+    p.add_argument("--seed", type=int, default=42, help="seed of the --sample draw")
+    p.add_argument("--actual", default="L_t0.0", help="replay: trace field of the lengths to force")
+    p.add_argument("--oracle", default="max", help="replay: trace field the oracle knows")
+    p.add_argument(
+        "--oracle-lengths",
+        type=Path,
+        help="live: known lengths (a trace, {custom_id, length} JSONL, or a previous output)",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_schedule_args(p, default_strategies="vanilla,oracle")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from seqsched.api import resolve_model
+    from seqsched.engine.config import EngineConfig
+
+    mode = args.mode or ("replay" if args.trace is not None else "live")
+    if mode == "replay" and args.trace is None:
+        raise UsageError("--mode replay needs --trace")
+    if mode == "live" and args.trace is not None:
+        raise UsageError("a trace is replayed: use --mode replay with --trace, or --prompts for live")
+    engine_config = EngineConfig(
+        model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype, num_threads=args.threads
+    )
+    if mode == "replay":
+        requests, oracle_lengths, source = _replay_requests(args)
+    else:
+        requests, source = _live_requests(args)
+        oracle_lengths = None
+        if args.oracle_lengths is not None:
+            from seqsched.data.traces import read_length_map
+
+            oracle_lengths = read_length_map(args.oracle_lengths)
+    engine = _engine(engine_config)
+    config = {
+        "command": "bench",
+        "mode": mode,
+        "source": source,
+        "num_requests": len(requests),
+        "sample": args.sample,
+        "seed": args.seed,
+        "actual": args.actual if mode == "replay" else None,
+        "oracle": args.oracle if mode == "replay" else str(args.oracle_lengths or "vanilla run"),
+        "engine": {**vars(engine_config), "resolved_device": str(getattr(engine, "device", args.device))},
+    }
+    return run_bench(args, engine, requests, oracle_lengths, config, title=f"{mode}: {source}")
+
+
+def _replay_requests(args: argparse.Namespace) -> tuple[list[Any], dict[str, int], str]:
+    from seqsched.data.traces import read_trace, sample, trace_requests
+
+    trace = read_trace(args.trace)
+    if args.sample is not None:
+        trace = sample(trace, args.sample, args.seed)
+    requests = trace_requests(trace, args.max_new_tokens, actual=args.actual)
+    return requests, trace.oracle(args.oracle), trace.name
+
+
+def _live_requests(args: argparse.Namespace) -> tuple[list[Any], str]:
+    from seqsched.data.batch_io import read_requests
+
+    if args.prompts is not None:
+        requests, errors = read_requests(args.prompts, args.max_new_tokens)
+        for e in errors[:5]:
+            print(f"seqsched bench: skipping bad line: {e.message}", file=sys.stderr)
+        if not requests:
+            raise ValueError(f"{args.prompts}: no valid requests in it")
+        return requests, str(args.prompts)
+    try:
+        from seqsched.workload.default_prompts import default_prompts
+    except ModuleNotFoundError as err:
+        raise UsageError(
+            "no --prompts or --trace given, and the built-in default workload "
+            f"(seqsched.workload.default_prompts) is not available ({err})"
+        ) from None
+    prompts = default_prompts() if args.sample is None else default_prompts(args.sample)
+    return _as_requests(prompts, args.max_new_tokens), f"default workload ({len(prompts)} prompts)"
+
+
+def _as_requests(items: Any, max_new_tokens: int) -> list[Any]:
+    """The default workload as Requests, whether it gives Requests or prompt strings."""
+    from seqsched.request import Request
+
+    requests = []
+    for i, item in enumerate(items):
+        if isinstance(item, Request):
+            requests.append(item)
+        elif isinstance(item, str):
+            requests.append(Request(i, f"default-{i}", prompt=item, max_new_tokens=max_new_tokens))
+        else:
+            kind = type(item).__name__
+            raise TypeError(f"default workload item {i}: expected a Request or a str, got {kind}")
+    if not requests:
+        raise ValueError("the default workload is empty")
+    return requests
+
+
+def _engine(config: Any) -> Any:
+    from seqsched.engine.hf import HFEngine
+
+    try:
+        return HFEngine(config)
+    except OSError as e:
+        raise FileNotFoundError(f"model {config.model!r}: cannot load it ({e})") from e

@@ -1,0 +1,134 @@
+"""`seqsched simulate`: strategies side by side on a length trace, no model, in modelled time.
+
+Output lengths come from the trace (``--actual``, ``L_t0.0`` by default); seconds come
+from a per-step cost model: a file from `seqsched calibrate`, or a built-in one. The
+default is the built-in ``a100-vicuna-7b`` (hand-set for Vicuna-7B fp16 on an A100,
+not measured), which matches the paper's traces; ``cpu-default-model`` (the built-in
+model, measured on a 2-core CPU) is the other built-in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from seqsched.engine.cost_model import BUILTIN, DEFAULT_BUILTIN
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "simulate",
+        help=__doc__.splitlines()[0],
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--trace", type=Path, required=True, help="length trace (paper JSON list or JSONL)")
+    p.add_argument("--actual", default="L_t0.0", help="trace field of the lengths really produced")
+    p.add_argument("--oracle", default="max", help="trace field the oracle knows ('max' over L_t*)")
+    p.add_argument("--sample", type=int, default=None, help="draw N records as the paper does")
+    p.add_argument("--seed", type=int, default=42, help="seed of the --sample draw")
+    p.add_argument(
+        "--cost-model",
+        default=DEFAULT_BUILTIN,
+        help=f"cost model JSON, or a built-in: {', '.join(BUILTIN)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=None,
+        help="prompt length to charge every request (default: estimated from its text)",
+    )
+    add_schedule_args(p, default_strategies="vanilla,oracle")
+    p.set_defaults(func=main)
+
+
+def add_schedule_args(p: argparse.ArgumentParser, default_strategies: str) -> None:
+    """Options `simulate` and `bench` share."""
+    p.add_argument(
+        "--strategies",
+        default=default_strategies,
+        help="comma-separated, run in this order: vanilla, oracle, seqsch (default: %(default)s)",
+    )
+    p.add_argument("--predictor", type=Path, help="saved predictor directory, for seqsch")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--group-size", type=int, default=256)
+    p.add_argument("--bin-size", type=int, default=50)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--repeat", type=int, default=1, help="interleaved repeats; medians are reported")
+    p.add_argument("--json", type=Path, help="write figures, resolved config and environment here")
+    p.add_argument("--plot", type=Path, help="write a PNG: lengths, micro-batches, throughput")
+
+
+def main(args: argparse.Namespace) -> int:
+    from seqsched.data.traces import read_trace, sample, trace_requests
+    from seqsched.engine.cost_model import load_cost_model
+    from seqsched.engine.simulate import SimulatedEngine
+
+    trace = read_trace(args.trace)
+    if args.sample is not None:
+        trace = sample(trace, args.sample, args.seed)
+    requests = trace_requests(trace, args.max_new_tokens, actual=args.actual)
+    if args.prompt_tokens is not None:
+        if args.prompt_tokens < 1:
+            raise ValueError(f"--prompt-tokens ({args.prompt_tokens}) must be >= 1")
+        requests = [dataclasses.replace(r, num_prompt_tokens_hint=args.prompt_tokens) for r in requests]
+    engine = SimulatedEngine(load_cost_model(args.cost_model))
+    config = {
+        "command": "simulate",
+        "trace": str(args.trace),
+        "num_requests": len(requests),
+        "sample": args.sample,
+        "seed": args.seed,
+        "actual": args.actual,
+        "oracle": args.oracle,
+        "cost_model": args.cost_model,
+        "prompt_tokens": args.prompt_tokens,
+    }
+    return run_bench(args, engine, requests, trace.oracle(args.oracle), config, title=trace.name)
+
+
+def run_bench(
+    args: argparse.Namespace,
+    engine: Any,
+    requests: list[Any],
+    oracle_lengths: dict[str, int] | None,
+    config: dict[str, Any],
+    title: str = "",
+) -> int:
+    """Build the strategies from the shared options, run them, print and save."""
+    from seqsched.bench.plots import plot_bench
+    from seqsched.bench.report import environment, format_table, write_json
+    from seqsched.bench.runner import run_strategies, standard_strategy
+    from seqsched.schedule import ScheduleConfig
+
+    base = ScheduleConfig(batch_size=args.batch_size, group_size=args.group_size, bin_size=args.bin_size)
+    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
+    strategies = [standard_strategy(n, base, oracle_lengths, args.predictor) for n in names]
+
+    def show(name: str, rep: int, m: Any) -> None:
+        print(
+            f"  {name} (repeat {rep + 1}/{args.repeat}): {m.requests_per_second:.3f} req/s, "
+            f"eff {m.effective_token_ratio:.1%}, {m.wall_seconds:.2f} s",
+            file=sys.stderr,
+        )
+
+    bench = run_strategies(engine, requests, strategies, repeat=args.repeat, on_run=show)
+    print(format_table(bench))
+    config = {
+        **config,
+        "strategies": names,
+        "predictor": args.predictor,
+        "repeat": args.repeat,
+        "schedule": dataclasses.asdict(base),
+        "max_new_tokens": args.max_new_tokens,
+    }
+    if args.json is not None:
+        write_json(bench, args.json, config, environment(engine))
+        print(f"wrote {args.json}")
+    if args.plot is not None:
+        plot_bench(bench, args.plot, title=title)
+        print(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,37 @@
+"""The simulator: no model. Output lengths come from each request's ``target_len`` (a
+trace), and seconds from a per-step cost model. No torch here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from seqsched.engine.base import BatchRun, Engine
+from seqsched.engine.cost_model import StepCostModel, load_cost_model
+from seqsched.engine.trace import trace_outcomes
+from seqsched.request import Request
+from seqsched.schedule import MicroBatch
+
+
+class SimulatedEngine(Engine):
+    """Runs micro-batches exactly as trace replay would, step for step, in modelled time.
+
+    Rows are left-padded to the batch's longest prompt, as a static-batch engine does.
+    """
+
+    name = "simulate"
+
+    def __init__(self, cost_model: StepCostModel | None = None) -> None:
+        self.cost_model = cost_model if cost_model is not None else load_cost_model(None)
+
+    def prepare(self, requests: Sequence[Request]) -> None:
+        for r in requests:
+            if r.target_len is None:
+                r.fail("the simulator needs a target length (target_len) for every request")
+            elif r.target_len < 1:
+                r.fail(f"target_len ({r.target_len}) must be >= 1")
+
+    def run(self, batch: MicroBatch, requests: Sequence[Request]) -> BatchRun:
+        outcomes = trace_outcomes(batch, requests)
+        prompt_len = max(r.num_prompt_tokens for r in requests)
+        seconds = self.cost_model.batch_seconds(len(requests), prompt_len, outcomes[0].num_steps)
+        return BatchRun(outcomes, seconds)

@@ -1,0 +1,142 @@
+"""Side-by-side benches: live on the tiny model through the CLI, and replay == simulate."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seqsched.bench.plots import batch_token_steps
+from seqsched.bench.report import format_table
+from seqsched.bench.runner import BenchResult, Strategy, run_strategies, standard_strategy
+from seqsched.cli import main
+from seqsched.data.traces import Trace, TraceRecord, trace_requests
+from seqsched.engine.cost_model import StepCostModel
+from seqsched.engine.simulate import SimulatedEngine
+from seqsched.predict.oracle import OraclePredictor
+from seqsched.schedule import ScheduleConfig
+from tests.tiny_model import corpus
+
+# Actual lengths (L_t0.0) span several VBS bins, and two pass the limit of 120. The
+# oracle knows L_t0.3, which under-predicts a few of them: those become FCR failures.
+ACTUAL = [5, 110, 12, 64, 150, 30, 7, 95, 48, 3, 71, 130, 20, 55, 9, 102, 40, 66, 14, 88, 33, 52, 120, 6]
+KNOWN = [n if i % 5 else max(1, n // 3) for i, n in enumerate(ACTUAL)]
+LIMIT = 120
+
+
+def _trace() -> Trace:
+    return Trace(
+        [TraceRecord(f"t{i}", {"L_t0.0": a, "L_t0.3": k}) for i, (a, k) in enumerate(zip(ACTUAL, KNOWN, strict=True))]
+    )
+
+
+def _bench(engine: Any) -> BenchResult:
+    trace = _trace()
+    base = ScheduleConfig(batch_size=4, group_size=12)
+    known = trace.oracle("L_t0.3")
+    strategies = [
+        standard_strategy("vanilla", base),
+        standard_strategy("oracle", base, known),  # VBS (paper): these small groups make one batch each
+        Strategy("oracle-fcr", OraclePredictor(known), dataclasses.replace(base, fcr=True)),
+    ]
+    return run_strategies(engine, trace_requests(trace, LIMIT), strategies, warmup=False)
+
+
+def test_replay_matches_simulate_exactly(tiny_engine: Any) -> None:
+    replayed, simulated = _bench(tiny_engine), _bench(SimulatedEngine(StepCostModel(a=1e-3, b=0, c=0)))
+    for real, sim in zip(replayed.results, simulated.results, strict=True):
+        r, s = real.metrics, sim.metrics
+        assert (r.average_length, r.effective_token_ratio, r.failure_ratio, r.mean_output_tokens) == (
+            s.average_length,
+            s.effective_token_ratio,
+            s.failure_ratio,
+            s.mean_output_tokens,
+        ), real.strategy.name
+        shape = [
+            [(b.batch_size, b.num_steps, b.num_output_tokens, b.is_retry) for b in x.report.batches]
+            for x in (real, sim)
+        ]
+        assert shape[0] == shape[1]
+    vanilla, _, fcr = simulated.results
+    assert fcr.metrics.failure_ratio > 0 and any(b.is_retry for b in fcr.report.batches)
+    assert fcr.metrics.effective_token_ratio > vanilla.metrics.effective_token_ratio
+
+
+def test_token_steps_split_into_useful_padded_discarded() -> None:
+    bench = _bench(SimulatedEngine())
+    for res in bench.results:
+        parts = [batch_token_steps(b) for b in res.report.batches]
+        total = sum(b.batch_size * b.num_steps for b in res.report.batches)
+        assert sum(map(sum, parts)) == total
+        kept = sum(r.num_output_tokens for r in res.report.results)
+        assert sum(p[0] for p in parts) == kept
+        assert sum(p[0] for p in parts) / total == pytest.approx(res.metrics.effective_token_ratio)
+    assert "x vanilla" in format_table(bench)
+
+
+def test_live_bench_cli_prints_table_and_writes_json_and_png(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"custom_id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(corpus(12, seed=3)))
+    )
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    argv = [
+        "bench",
+        "--model",
+        str(tiny_model_dir),
+        "--prompts",
+        str(prompts),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--max-new-tokens",
+        "48",
+        "--strategies",
+        "vanilla,oracle",
+        "--json",
+        str(out),
+        "--plot",
+        str(png),
+    ]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert all(word in table for word in ("strategy", "req/s", "eff %", "vanilla", "oracle"))
+    data = json.loads(out.read_text())
+    assert data["config"]["mode"] == "live" and data["config"]["engine"]["model"] == str(tiny_model_dir)
+    assert data["environment"]["torch"] and data["environment"]["cpu_count"]
+    names = [s["name"] for s in data["strategies"]]
+    assert names == ["vanilla", "oracle"]
+    vanilla, oracle = data["strategies"]
+    assert vanilla["schedule"]["vbs"] == "off" and oracle["schedule"] == {
+        **vanilla["schedule"],
+        "vbs": "paper",
+        "fcr": True,
+    }
+    assert vanilla["metrics"]["num_requests"] == oracle["metrics"]["num_requests"] == 12
+    assert vanilla["throughput_ratio"] == 1.0 and oracle["throughput_ratio"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_live_oracle_needs_vanilla_first(tiny_model_dir: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "the model predicts"}) + "\n")
+    argv = [
+        "bench",
+        "--model",
+        str(tiny_model_dir),
+        "--prompts",
+        str(prompts),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "8",
+        "--strategies",
+        "oracle,vanilla",
+    ]
+    assert main(argv) == 2

@@ -11,7 +11,8 @@ import pytest
 
 from seqsched.bench.plots import batch_token_steps
 from seqsched.bench.report import format_table
-from seqsched.bench.runner import BenchResult, Strategy, run_strategies, standard_strategy
+from seqsched.bench.runner import BenchResult, Strategy, run_strategies
+from seqsched.bench.strategies import StrategyContext, make_strategy
 from seqsched.cli import main
 from seqsched.data.traces import Trace, TraceRecord, trace_requests
 from seqsched.engine.cost_model import StepCostModel
@@ -38,8 +39,10 @@ def _bench(engine: Any) -> BenchResult:
     base = ScheduleConfig(batch_size=4, group_size=12)
     known = trace.oracle("L_t0.3")
     strategies = [
-        standard_strategy("vanilla", base),
-        standard_strategy("oracle", base, known),  # VBS (paper): these small groups make one batch each
+        make_strategy("vanilla", StrategyContext(base)),
+        make_strategy(
+            "oracle", StrategyContext(base, oracle_lengths=known)
+        ),  # VBS (paper): these small groups make one batch each
         Strategy("oracle-fcr", OraclePredictor(known), dataclasses.replace(base, fcr=True)),
     ]
     return run_strategies(engine, trace_requests(trace, LIMIT), strategies, warmup=False)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from seqsched.bench.metrics import compute_metrics
-from seqsched.bench.runner import run_strategies, standard_strategy
+from seqsched.bench.runner import run_strategies
+from seqsched.bench.strategies import StrategyContext, make_strategy
 from seqsched.engine.cost_model import BUILTIN, StepCostModel, StepSample, load_cost_model
 from seqsched.engine.simulate import SimulatedEngine
 from seqsched.pipeline import Pipeline
@@ -150,7 +151,9 @@ def test_100k_requests_through_the_pipeline() -> None:
     rng = np.random.default_rng(0)
     actual = rng.integers(1, 513, 100_000)
     requests = create_requests(actual.tolist(), actual.tolist())
-    oracle = standard_strategy("oracle", ScheduleConfig(), {f"r{i}": int(n) for i, n in enumerate(actual)})
+    oracle = make_strategy(
+        "oracle", StrategyContext(ScheduleConfig(), oracle_lengths={f"r{i}": int(n) for i, n in enumerate(actual)})
+    )
     (result,) = run_strategies(SimulatedEngine(), requests, [oracle]).results
     m = result.metrics
     assert m.num_requests == 100_000 and m.failure_ratio == 0

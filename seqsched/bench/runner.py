@@ -13,21 +13,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from seqsched.bench.metrics import Metrics, compute_metrics
 from seqsched.engine.base import Engine
 from seqsched.pipeline import Pipeline, RunReport
-from seqsched.predict.base import LengthPredictor, read_manifest
+from seqsched.predict.base import LengthPredictor
 from seqsched.predict.constant import ConstantPredictor
-from seqsched.predict.oracle import OraclePredictor
-from seqsched.request import Request, RequestStatus
+from seqsched.request import Request
 from seqsched.schedule import ScheduleConfig
 
 # A predictor, or a factory called once, just before the strategy's first run, with the
 # reports of the strategies that already ran (by name): the live oracle reads vanilla's.
 PredictorSource = LengthPredictor | Callable[[Mapping[str, RunReport]], LengthPredictor]
-STANDARD = ("vanilla", "oracle", "seqsch")
 WARMUP_TOKENS = 16  # enough decode steps to warm kernels and the allocator
 
 
@@ -114,67 +111,3 @@ def _median(strategy: Strategy, reports: list[RunReport]) -> StrategyResult:
     walls = [r.wall_seconds for r in reports]
     middle = sorted(range(len(reports)), key=lambda i: walls[i])[(len(reports) - 1) // 2]
     return StrategyResult(strategy, compute_metrics(reports[middle]), reports[middle], walls)
-
-
-# --- the standard strategy set --------------------------------------------------------
-
-
-def lengths_from_report(report: RunReport) -> dict[str, int]:
-    """Each request's real output length in a run: the live oracle's ground truth."""
-    return {
-        res.request.request_id: max(1, res.num_output_tokens)
-        for res in report.results
-        if res.status != RequestStatus.FINISHED_ERROR
-    }
-
-
-def standard_strategy(
-    name: str,
-    base: ScheduleConfig,
-    oracle_lengths: Mapping[str, int] | None = None,
-    predictor_path: str | Path | None = None,
-) -> Strategy:
-    """``vanilla``: predict the limit, fixed batches in input order, no FCR.
-    ``oracle``: the true lengths, VBS (paper table) + FCR. Without ``oracle_lengths``
-    it takes them from the ``vanilla`` run of the same bench, which must come first.
-    ``seqsch``: a saved predictor (``predictor_path``), VBS (paper table) + FCR."""
-    scheduled = dataclasses.replace(base, vbs="paper", fcr=True)
-    if name == "vanilla":
-        return Strategy(
-            name,
-            ConstantPredictor(),
-            dataclasses.replace(base, vbs="off", fcr=False),
-            "constant (limit), VBS off, FCR off",
-        )
-    if name == "oracle":
-        if oracle_lengths is not None:
-            return Strategy(name, OraclePredictor(oracle_lengths), scheduled, "true lengths, VBS paper + FCR")
-        return Strategy(name, _oracle_from_vanilla, scheduled, "lengths of the vanilla run, VBS paper + FCR")
-    if name == "seqsch":
-        if predictor_path is None:
-            raise ValueError("strategy 'seqsch' needs a saved predictor (--predictor PATH)")
-        return Strategy(name, load_predictor(predictor_path), scheduled, f"{predictor_path}, VBS paper + FCR")
-    raise ValueError(f"unknown strategy {name!r}: choose from {', '.join(STANDARD)}")
-
-
-def _oracle_from_vanilla(done: Mapping[str, RunReport]) -> LengthPredictor:
-    if "vanilla" not in done:
-        raise ValueError(
-            "the live oracle takes its lengths from the vanilla run: list vanilla before oracle, or give a length file"
-        )
-    return OraclePredictor(lengths_from_report(done["vanilla"]))
-
-
-def load_predictor(path: str | Path) -> LengthPredictor:
-    """Any saved predictor, by the kind in its manifest."""
-    try:  # the predictor package's own factory
-        from seqsched.predict.registry import load_predictor as load
-    except ModuleNotFoundError as err:
-        if err.name != "seqsched.predict.registry":
-            raise
-        kinds: dict[str, type[LengthPredictor]] = {"constant": ConstantPredictor, "oracle": OraclePredictor}
-        kind = read_manifest(path)["kind"]
-        if kind not in kinds:
-            raise ValueError(f"{path}: cannot load a {kind!r} predictor here") from None
-        return kinds[kind].load(path)
-    return load(path)

@@ -50,9 +50,13 @@ def add_schedule_args(p: argparse.ArgumentParser, default_strategies: str) -> No
     p.add_argument(
         "--strategies",
         default=default_strategies,
-        help="comma-separated, run in this order: vanilla, oracle, seqsch (default: %(default)s)",
+        help="comma-separated, run in this order; each is vanilla, oracle, seqsch or pia, optionally "
+        "with +vbs, +budget, +fcr switches (bare oracle/seqsch/pia = +vbs+fcr) (default: %(default)s)",
     )
     p.add_argument("--predictor", type=Path, help="saved predictor directory, for seqsch")
+    p.add_argument("--margin-scale", type=float, default=1.0, help="seqsch safety margin: ceil(scale * p + add)")
+    p.add_argument("--margin-add", type=float, default=0.0, help="seqsch safety margin, in tokens")
+    p.add_argument("--token-budget", type=int, default=None, help="rows x predicted length, for +budget")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--group-size", type=int, default=256)
     p.add_argument("--bin-size", type=int, default=50)
@@ -101,12 +105,16 @@ def run_bench(
     """Build the strategies from the shared options, run them, print and save."""
     from seqsched.bench.plots import plot_bench
     from seqsched.bench.report import environment, format_table, write_json
-    from seqsched.bench.runner import run_strategies, standard_strategy
+    from seqsched.bench.runner import run_strategies
+    from seqsched.bench.strategies import StrategyContext, make_strategy
     from seqsched.schedule import ScheduleConfig
 
-    base = ScheduleConfig(batch_size=args.batch_size, group_size=args.group_size, bin_size=args.bin_size)
+    base = ScheduleConfig(
+        batch_size=args.batch_size, group_size=args.group_size, bin_size=args.bin_size, token_budget=args.token_budget
+    )
+    ctx = StrategyContext(base, engine, oracle_lengths, args.predictor, args.margin_scale, args.margin_add)
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
-    strategies = [standard_strategy(n, base, oracle_lengths, args.predictor) for n in names]
+    strategies = [make_strategy(n, ctx) for n in names]
 
     def show(name: str, rep: int, m: Any) -> None:
         print(

@@ -39,6 +39,7 @@ def add_parser(subparsers: Any) -> None:
         help="replay: draw N trace records as the paper does; default workload: its first N prompts",
     )
     p.add_argument("--seed", type=int, default=42, help="seed of the --sample draw")
+    p.add_argument("--split", help="only trace records of this split (e.g. val), before --sample")
     p.add_argument("--actual", default="L_t0.0", help="replay: trace field of the lengths to force")
     p.add_argument("--oracle", default="max", help="replay: trace field the oracle knows")
     p.add_argument(
@@ -81,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
         "source": source,
         "num_requests": len(requests),
         "sample": args.sample,
+        "split": args.split,
         "seed": args.seed,
         "actual": args.actual if mode == "replay" else None,
         "oracle": args.oracle if mode == "replay" else str(args.oracle_lengths or "vanilla run"),
@@ -93,6 +95,10 @@ def _replay_requests(args: argparse.Namespace) -> tuple[list[Any], dict[str, int
     from seqsched.data.traces import read_trace, sample, trace_requests
 
     trace = read_trace(args.trace)
+    if args.split is not None:
+        trace = trace.split(args.split)
+        if not len(trace):
+            raise ValueError(f"{args.trace}: no records of split {args.split!r}")
     if args.sample is not None:
         trace = sample(trace, args.sample, args.seed)
     requests = trace_requests(trace, args.max_new_tokens, actual=args.actual)

@@ -29,6 +29,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--actual", default="L_t0.0", help="trace field of the lengths really produced")
     p.add_argument("--oracle", default="max", help="trace field the oracle knows ('max' over L_t*)")
     p.add_argument("--sample", type=int, default=None, help="draw N records as the paper does")
+    p.add_argument("--split", help="only trace records of this split (e.g. val), before --sample")
     p.add_argument("--seed", type=int, default=42, help="seed of the --sample draw")
     p.add_argument(
         "--cost-model",
@@ -72,6 +73,10 @@ def main(args: argparse.Namespace) -> int:
     from seqsched.engine.simulate import SimulatedEngine
 
     trace = read_trace(args.trace)
+    if args.split is not None:
+        trace = trace.split(args.split)
+        if not len(trace):
+            raise ValueError(f"{args.trace}: no records of split {args.split!r}")
     if args.sample is not None:
         trace = sample(trace, args.sample, args.seed)
     requests = trace_requests(trace, args.max_new_tokens, actual=args.actual)
@@ -85,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
         "trace": str(args.trace),
         "num_requests": len(requests),
         "sample": args.sample,
+        "split": args.split,
         "seed": args.seed,
         "actual": args.actual,
         "oracle": args.oracle,

@@ -126,9 +126,7 @@ def run(
     config = RunConfig(
         input_path=Path(input_path),
         output_path=Path(output_path),
-        engine=EngineConfig(
-            model=str(resolve_model(model)), **{k: v for k, v in options.items() if k in engine_keys}
-        ),
+        engine=EngineConfig(model=str(resolve_model(model)), **{k: v for k, v in options.items() if k in engine_keys}),
         strategy=strategy,
         predictor=Path(predictor) if predictor is not None else None,
         oracle_lengths=Path(oracle_lengths) if oracle_lengths is not None else None,

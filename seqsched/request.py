@@ -64,9 +64,7 @@ class Request:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError(f"request {self.request_id!r}: give exactly one of prompt or messages")
         if self.max_new_tokens < 1:
-            raise ValueError(
-                f"request {self.request_id!r}: max_new_tokens ({self.max_new_tokens}) must be >= 1"
-            )
+            raise ValueError(f"request {self.request_id!r}: max_new_tokens ({self.max_new_tokens}) must be >= 1")
 
     @property
     def text(self) -> str:

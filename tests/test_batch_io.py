@@ -124,9 +124,7 @@ def test_result_lines_have_the_openai_batch_shape(tmp_path: Path) -> None:
     body = line["response"]["body"]
     assert line["response"]["status_code"] == 200
     assert (body["object"], body["model"]) == ("chat.completion", "tiny")
-    assert body["choices"] == [
-        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "yo"}}
-    ]
+    assert body["choices"] == [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "yo"}}]
     assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     assert line["seqsched"] == {"predicted_len": 5, "length": 6, "num_runs": 1}
 

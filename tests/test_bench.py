@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from seqsched.bench.compare import compare_with_simulation, format_comparison
 from seqsched.bench.plots import batch_token_steps
 from seqsched.bench.report import format_table
 from seqsched.bench.runner import BenchResult, Strategy, run_strategies
@@ -34,18 +35,19 @@ def _trace() -> Trace:
     )
 
 
-def _bench(engine: Any) -> BenchResult:
-    trace = _trace()
+def _strategies() -> list[Strategy]:
     base = ScheduleConfig(batch_size=4, group_size=12)
-    known = trace.oracle("L_t0.3")
-    strategies = [
+    known = _trace().oracle("L_t0.3")
+    return [
         make_strategy("vanilla", StrategyContext(base)),
-        make_strategy(
-            "oracle", StrategyContext(base, oracle_lengths=known)
-        ),  # VBS (paper): these small groups make one batch each
+        # VBS (paper): these small groups make one batch each
+        make_strategy("oracle", StrategyContext(base, oracle_lengths=known)),
         Strategy("oracle-fcr", OraclePredictor(known), dataclasses.replace(base, fcr=True)),
     ]
-    return run_strategies(engine, trace_requests(trace, LIMIT), strategies, warmup=False)
+
+
+def _bench(engine: Any) -> BenchResult:
+    return run_strategies(engine, trace_requests(_trace(), LIMIT), _strategies(), warmup=False)
 
 
 def test_replay_matches_simulate_exactly(tiny_engine: Any) -> None:
@@ -66,6 +68,18 @@ def test_replay_matches_simulate_exactly(tiny_engine: Any) -> None:
     vanilla, _, fcr = simulated.results
     assert fcr.metrics.failure_ratio > 0 and any(b.is_retry for b in fcr.report.batches)
     assert fcr.metrics.effective_token_ratio > vanilla.metrics.effective_token_ratio
+
+
+def test_compare_with_simulation_reports_the_same_schedule(tiny_engine: Any) -> None:
+    measured = _bench(tiny_engine)
+    cost = StepCostModel(a=1e-3, b=0, c=0)
+    rows = compare_with_simulation(measured, tiny_engine, trace_requests(_trace(), LIMIT), _strategies(), cost)
+    assert [r.name for r in rows] == ["vanilla", "oracle", "oracle-fcr"]
+    assert all(r.same_schedule for r in rows)
+    # One millisecond per decode step (the prefill yields each batch's first token, at no cost here).
+    vanilla = measured.results[0].report
+    assert rows[0].simulated_seconds == pytest.approx(sum(b.num_steps - 1 for b in vanilla.batches) * 1e-3, rel=1e-3)
+    assert "same schedule" in format_comparison(rows)
 
 
 def test_token_steps_split_into_useful_padded_discarded() -> None:

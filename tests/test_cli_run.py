@@ -131,9 +131,7 @@ def test_resume_keeps_answers_and_reruns_the_rest(tiny_model_dir: Path, tmp_path
     assert _read(out) == after
 
 
-def test_a_crash_keeps_finished_work(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_crash_keeps_finished_work(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from seqsched.engine.hf import HFEngine
 
     real_run, calls = HFEngine.run, []
@@ -177,9 +175,7 @@ def test_a_killed_run_leaves_a_journal_that_resume_reads(tmp_path: Path, tiny_mo
     from seqsched.data.batch_io import read_answered
 
     requests = tmp_path / "requests.jsonl"
-    requests.write_text(
-        "".join(json.dumps({"custom_id": f"q{i}", "prompt": f"hello {i}"}) + "\n" for i in range(3))
-    )
+    requests.write_text("".join(json.dumps({"custom_id": f"q{i}", "prompt": f"hello {i}"}) + "\n" for i in range(3)))
     out = tmp_path / "out.jsonl"
     # A journal as a killed job leaves it: one answer, and a torn last line.
     assert (

@@ -32,8 +32,7 @@ LIMITS = (64, 48, 32, 20)  # per-request max_new_tokens, cycled
 
 def _requests(n: int = NUM_REQUESTS) -> list[Request]:
     return [
-        Request(i, f"r{i}", prompt=p, max_new_tokens=LIMITS[i % len(LIMITS)])
-        for i, p in enumerate(prompts(n, seed=11))
+        Request(i, f"r{i}", prompt=p, max_new_tokens=LIMITS[i % len(LIMITS)]) for i, p in enumerate(prompts(n, seed=11))
     ]
 
 
@@ -166,9 +165,7 @@ def test_replay_forces_the_trace_lengths(tiny_engine: HFEngine) -> None:
             assert _eos(tiny_engine) not in o.token_ids[:-1], "EOS is forbidden before the target"
 
 
-def test_sampled_rows_depend_only_on_their_own_seed(
-    tiny_engine: HFEngine, reference: list[list[int]]
-) -> None:
+def test_sampled_rows_depend_only_on_their_own_seed(tiny_engine: HFEngine, reference: list[list[int]]) -> None:
     rows = _prepared(tiny_engine, _requests(4))
     rows[1].sampling = SamplingParams(temperature=1.0, seed=7)
     rows[2].sampling = SamplingParams(temperature=0.8, top_p=0.9, seed=8)

@@ -59,9 +59,7 @@ def test_fcr_failures_rerun_at_the_full_limit_and_count_their_waste() -> None:
 def test_failures_rerun_at_the_end_of_their_group() -> None:
     engine = StepCountingEngine()
     requests = create_requests([1, 50, 50, 50], [20, 50, 50, 50], max_new_tokens=64)
-    Pipeline(engine, _oracle([1, 50, 50, 50]), ScheduleConfig(batch_size=1, group_size=2, fcr=True)).run(
-        requests
-    )
+    Pipeline(engine, _oracle([1, 50, 50, 50]), ScheduleConfig(batch_size=1, group_size=2, fcr=True)).run(requests)
     assert [(b.indices, b.is_retry) for b in engine.batches] == [
         ((0,), False),
         ((1,), False),
@@ -96,9 +94,7 @@ def test_failed_requests_are_skipped_and_reported() -> None:
         def prepare(self, requests):  # type: ignore[no-untyped-def]
             requests[1].fail("prompt too long")
 
-    report = Pipeline(RejectingEngine(), ConstantPredictor(), ScheduleConfig()).run(
-        create_requests([5, 6, 7])
-    )
+    report = Pipeline(RejectingEngine(), ConstantPredictor(), ScheduleConfig()).run(create_requests([5, 6, 7]))
     assert report.results[1].status == RequestStatus.FINISHED_ERROR
     assert report.results[1].num_runs == 0
     assert compute_metrics(report).num_errors == 1
@@ -111,9 +107,9 @@ def test_oracle_missing_ids_are_named() -> None:
 
 def test_progress_counts_every_request_once() -> None:
     seen: list[int] = []
-    Pipeline(
-        StepCountingEngine(), _oracle([8, 5, 30, 10]), ScheduleConfig(batch_size=2, fcr=True), seen.append
-    ).run(create_requests([8, 5, 30, 10], ACTUAL, max_new_tokens=64))
+    Pipeline(StepCountingEngine(), _oracle([8, 5, 30, 10]), ScheduleConfig(batch_size=2, fcr=True), seen.append).run(
+        create_requests([8, 5, 30, 10], ACTUAL, max_new_tokens=64)
+    )
     assert sum(seen) == 4
 
 

@@ -54,9 +54,7 @@ def test_parse_length(text: str, expected: int | None) -> None:
 
 
 def test_to_lengths_falls_back_to_the_limit_and_counts() -> None:
-    lengths, fallbacks = to_lengths(
-        ["about 200 tokens", "sure!", "0", "9000", "x"], [512, 300, 512, 512, 64], 2
-    )
+    lengths, fallbacks = to_lengths(["about 200 tokens", "sure!", "0", "9000", "x"], [512, 300, 512, 512, 64], 2)
     assert lengths == [200, 300, 1, 512, 64]
     assert fallbacks == 4
 
@@ -101,9 +99,7 @@ def test_lora_trains_round_trips_and_leaves_serving_untouched(tiny_model_dir: Pa
 
     config = LoraTrainConfig(lr=1e-2, batch_size=4, epochs=5, max_steps=6, seed=1)
     model, tokenizer = _load(tiny_model_dir)
-    probe = torch.tensor(
-        [tokenizer.apply_chat_template([{"role": "user", "content": TEXTS[0]}])["input_ids"]]
-    )
+    probe = torch.tensor([tokenizer.apply_chat_template([{"role": "user", "content": TEXTS[0]}])["input_ids"]])
     with torch.no_grad():
         base_logits = model(probe).logits
     lora = LoraPredictor(model, tokenizer, limit=300, config=config)
@@ -248,9 +244,7 @@ def test_cli_train_and_eval(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 def test_cli_lengths_collect(tiny_model_dir: Path, tmp_path: Path) -> None:
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text(
-        "".join(json.dumps({"custom_id": f"c{i}", "prompt": t}) + "\n" for i, t in enumerate(TEXTS[:3]))
-    )
+    prompts.write_text("".join(json.dumps({"custom_id": f"c{i}", "prompt": t}) + "\n" for i, t in enumerate(TEXTS[:3])))
     out = tmp_path / "trace.jsonl"
     io = ["--model", str(tiny_model_dir), "--device", "cpu", "--prompts", str(prompts), "--out", str(out)]
     assert cli(["lengths", "collect", *io, "--temperatures", "0,0.5", "--max-new-tokens", "8"]) == 0

@@ -86,9 +86,7 @@ def test_sample_matches_numpy_permutation(tmp_path: Path) -> None:
 )
 def test_bad_records_name_file_line_field(tmp_path: Path, line: object, message: str) -> None:
     path = tmp_path / "lengths.jsonl"
-    path.write_text(
-        json.dumps(RECORDS[0]) + "\n" + (line if isinstance(line, str) else json.dumps(line)) + "\n"
-    )
+    path.write_text(json.dumps(RECORDS[0]) + "\n" + (line if isinstance(line, str) else json.dumps(line)) + "\n")
     with pytest.raises(ValueError, match=message):
         read_trace(path)
 
@@ -142,6 +140,5 @@ def test_shared_data_reads_and_samples_like_the_paper() -> None:
     assert len(lengths) == 18000 and {r.split for r in lengths} == {"train", "val"}
     assert all(r.text for r in lengths)
     assert (
-        lengths.oracle()["5"] == 277
-        and lengths[0].text == "Describe a time when you had to make a difficult decision."
+        lengths.oracle()["5"] == 277 and lengths[0].text == "Describe a time when you had to make a difficult decision."
     )

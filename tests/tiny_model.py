@@ -68,9 +68,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def build_tiny_model(
-    tokenizer: PreTrainedTokenizerFast, seed: int = 0, eos_scale: float = 1.0
-) -> LlamaForCausalLM:
+def build_tiny_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, eos_scale: float = 1.0) -> LlamaForCausalLM:
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

@@ -42,6 +42,7 @@ class StrategyResult:
     metrics: Metrics  # of the median run
     report: RunReport  # the median run
     wall_seconds: list[float]  # one per repeat, in run order
+    predictor: LengthPredictor  # as the strategy made it (e.g. the live oracle's lengths)
 
 
 @dataclass
@@ -94,7 +95,7 @@ def run_strategies(
             runs[s.name].append(report)
             if on_run is not None:
                 on_run(s.name, rep, compute_metrics(report))
-    return BenchResult([_median(s, runs[s.name]) for s in strategies], repeat=repeat)
+    return BenchResult([_median(s, runs[s.name], predictors[s.name]) for s in strategies], repeat=repeat)
 
 
 def _warmup(engine: Engine, requests: Sequence[Request], schedule: ScheduleConfig) -> None:
@@ -107,7 +108,7 @@ def _warmup(engine: Engine, requests: Sequence[Request], schedule: ScheduleConfi
     Pipeline(engine, ConstantPredictor(), dataclasses.replace(schedule, vbs="off", fcr=False)).run(fresh_copies(sample))
 
 
-def _median(strategy: Strategy, reports: list[RunReport]) -> StrategyResult:
+def _median(strategy: Strategy, reports: list[RunReport], predictor: LengthPredictor) -> StrategyResult:
     walls = [r.wall_seconds for r in reports]
     middle = sorted(range(len(reports)), key=lambda i: walls[i])[(len(reports) - 1) // 2]
-    return StrategyResult(strategy, compute_metrics(reports[middle]), reports[middle], walls)
+    return StrategyResult(strategy, compute_metrics(reports[middle]), reports[middle], walls, predictor)

@@ -39,6 +39,11 @@ def add_parser(subparsers: Any) -> None:
         help="replay: draw N trace records as the paper does; default workload: its first N prompts",
     )
     p.add_argument("--seed", type=int, default=42, help="seed of the --sample draw")
+    p.add_argument(
+        "--compare-cost-model",
+        help="replay: also simulate the same plans with this cost model (a file or a built-in) and "
+        "print modelled against measured seconds",
+    )
     p.add_argument("--split", help="only trace records of this split (e.g. val), before --sample")
     p.add_argument("--actual", default="L_t0.0", help="replay: trace field of the lengths to force")
     p.add_argument("--oracle", default="max", help="replay: trace field the oracle knows")

@@ -131,6 +131,14 @@ def run_bench(
 
     bench = run_strategies(engine, requests, strategies, repeat=args.repeat, on_run=show)
     print(format_table(bench))
+    if getattr(args, "compare_cost_model", None) is not None:
+        from seqsched.bench.compare import compare_with_simulation, format_comparison
+        from seqsched.engine.cost_model import load_cost_model
+
+        cost_model = load_cost_model(args.compare_cost_model)
+        comparison = compare_with_simulation(bench, engine, requests, strategies, cost_model)
+        print(f"\nsimulated with {args.compare_cost_model}, the same requests and plans:")
+        print(format_comparison(comparison))
     config = {
         **config,
         "strategies": names,

@@ -138,9 +138,7 @@ def _messages(value: Any, field: str) -> list[dict[str, str]]:
 def _limit(body: dict[str, Any], prefix: str, default: int) -> int:
     given = [k for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None]
     if len(given) > 1:
-        raise _Bad(
-            f"{prefix}max_tokens", "give max_tokens or max_completion_tokens, not both", body[given[0]]
-        )
+        raise _Bad(f"{prefix}max_tokens", "give max_tokens or max_completion_tokens, not both", body[given[0]])
     if not given:
         return default
     value = body[given[0]]

@@ -47,9 +47,7 @@ class CollectConfig:
         if len(set(self.temperatures)) != len(self.temperatures):
             raise ValueError(f"temperatures ({self.temperatures}) must be distinct")
         if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"max_new_tokens ({self.max_new_tokens}) and batch_size ({self.batch_size}) must be >= 1"
-            )
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) and batch_size ({self.batch_size}) must be >= 1")
         if self.seed < 0:
             raise ValueError(f"seed ({self.seed}) must be >= 0")
 
@@ -99,9 +97,7 @@ def collect_lengths(
             else:
                 lengths[index][length_field(temperature)] = result.num_output_tokens
     records = [
-        {"id": r.request_id, "instruction": r.text, **lengths[r.index]}
-        for r in requests
-        if r.index not in errors
+        {"id": r.request_id, "instruction": r.text, **lengths[r.index]} for r in requests if r.index not in errors
     ]
     return records, list(errors.values())
 

@@ -176,9 +176,7 @@ def _record(obj: Any, where: str) -> TraceRecord:
 def _id(obj: dict[str, Any], key: str, where: str) -> str:
     value = obj.get(key)
     if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
-        raise ValueError(
-            f"{where}: field {key!r}: must be a non-empty string or integer, got {json.dumps(value)}"
-        )
+        raise ValueError(f"{where}: field {key!r}: must be a non-empty string or integer, got {json.dumps(value)}")
     return str(value)
 
 

@@ -32,6 +32,7 @@ SHAPES: dict[str, Shape] = {
     # Vicuna-7B v1.1 (LLaMA-7B): the paper's model.
     "vicuna-7b": Shape(4096, 11008, 32, 32, 32000, 2048),
     # Small CPU shapes; parameter counts include the (tied) embedding.
+    "cpu-6m": Shape(320, 864, 4, 5, 4096, 2048),
     "cpu-8m": Shape(256, 768, 8, 8, 4096, 2048),
     "cpu-20m": Shape(384, 1024, 10, 6, 4096, 2048),
 }

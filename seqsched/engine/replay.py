@@ -16,9 +16,7 @@ from transformers import LogitsProcessor
 
 
 class ReplayLengths(LogitsProcessor):
-    def __init__(
-        self, prompt_len: int, target_lens: Sequence[int | None], eos_token_ids: Sequence[int]
-    ) -> None:
+    def __init__(self, prompt_len: int, target_lens: Sequence[int | None], eos_token_ids: Sequence[int]) -> None:
         bad = [n for n in target_lens if n is not None and n < 1]
         if bad:
             raise ValueError(f"target_len ({bad[0]}) must be >= 1: a replayed row emits at least its EOS")

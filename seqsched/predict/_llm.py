@@ -60,9 +60,7 @@ def encode(tokenizer: Any, messages: Messages) -> list[int]:
     """Token ids of a conversation, ready for the assistant's answer, as ``HFEngine``
     encodes it. Without a chat template the contents are joined by newlines."""
     if getattr(tokenizer, "chat_template", None):
-        encoded = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True
-        )
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         return list(encoded["input_ids"])
     return list(tokenizer("\n".join(m.get("content", "") for m in messages))["input_ids"])
 
@@ -73,9 +71,7 @@ def pad_id(tokenizer: Any) -> int:
     return int(pid)
 
 
-def left_pad(
-    rows: Sequence[Sequence[int]], pad: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """input_ids and attention_mask, every row right-aligned so that its last token is at -1."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -173,6 +169,4 @@ def load_base(model_path: str | None, model: Any = None, tokenizer: Any = None) 
     from seqsched.engine.loading import load_model
 
     loaded_model, loaded_tokenizer = load_model(EngineConfig(model=model_path))
-    return (model if model is not None else loaded_model), (
-        tokenizer if tokenizer is not None else loaded_tokenizer
-    )
+    return (model if model is not None else loaded_model), (tokenizer if tokenizer is not None else loaded_tokenizer)

@@ -68,9 +68,7 @@ def round_up(length: int, bin_size: int = 50) -> int:
     return max(1, -(-int(length) // bin_size)) * bin_size
 
 
-def instruction_example(
-    tokenizer: Any, text: str, length: int, bin_size: int = 50
-) -> tuple[list[int], list[int]]:
+def instruction_example(tokenizer: Any, text: str, length: int, bin_size: int = 50) -> tuple[list[int], list[int]]:
     """(input_ids, labels) for one prompt: the user turn with the query appended, then the
     rounded answer and EOS. Only the answer tokens carry a loss."""
     prompt = _llm.encode(tokenizer, _llm.user_turn(text + QUERY_PROMPT))
@@ -113,8 +111,7 @@ class LoraPredictor(LengthPredictor):
 
         cfg = self.config
         examples = [
-            instruction_example(self.tokenizer, t, n, cfg.bin_size)
-            for t, n in zip(texts, lengths, strict=True)
+            instruction_example(self.tokenizer, t, n, cfg.bin_size) for t, n in zip(texts, lengths, strict=True)
         ]
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)  # LoRA init and dropout

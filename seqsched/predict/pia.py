@@ -82,9 +82,7 @@ class PiAPredictor(LengthPredictor):
         return cls(model, tokenizer, **config)
 
 
-def to_lengths(
-    completions: Sequence[str], limits: Sequence[int], num_fallbacks: int
-) -> tuple[list[int], int]:
+def to_lengths(completions: Sequence[str], limits: Sequence[int], num_fallbacks: int) -> tuple[list[int], int]:
     """Parse each completion into a length clamped to [1, its limit]; a completion with
     no number gets its limit. Returns the lengths and the updated fallback count."""
     lengths = []

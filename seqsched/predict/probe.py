@@ -43,17 +43,13 @@ class ProbeConfig:
         if not 0 < self.quantile < 1:
             raise ValueError(f"quantile ({self.quantile}) must be in (0, 1)")
         if self.num_layers < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"num_layers ({self.num_layers}) and batch_size ({self.batch_size}) must be >= 1"
-            )
+            raise ValueError(f"num_layers ({self.num_layers}) and batch_size ({self.batch_size}) must be >= 1")
 
 
 class ProbePredictor(LengthPredictor):
     kind = "probe"
 
-    def __init__(
-        self, model: Any, tokenizer: Any, limit: int = 512, config: ProbeConfig | None = None
-    ) -> None:
+    def __init__(self, model: Any, tokenizer: Any, limit: int = 512, config: ProbeConfig | None = None) -> None:
         if limit < 1:
             raise ValueError(f"limit ({limit}) must be >= 1")
         self.model = model

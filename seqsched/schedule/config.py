@@ -44,6 +44,4 @@ class ScheduleConfig:
         if self.token_budget is not None and self.token_budget < 1:
             raise ValueError(f"token_budget ({self.token_budget}) must be >= 1")
         if self.max_batch_size < self.batch_size:
-            raise ValueError(
-                f"max_batch_size ({self.max_batch_size}) must be >= batch_size ({self.batch_size})"
-            )
+            raise ValueError(f"max_batch_size ({self.max_batch_size}) must be >= batch_size ({self.batch_size})")

@@ -69,11 +69,7 @@ def groups(requests: Sequence[Request], group_size: int) -> Iterator[list[Reques
 
 def is_failure(request: Request, batch: MicroBatch, finished: bool, num_output_tokens: int) -> bool:
     """An FCR failure: stopped by a cap below the request's own limit, before its EOS."""
-    return (
-        not finished
-        and batch.max_new_tokens < request.max_new_tokens
-        and num_output_tokens >= batch.max_new_tokens
-    )
+    return not finished and batch.max_new_tokens < request.max_new_tokens and num_output_tokens >= batch.max_new_tokens
 
 
 def _clamped_prediction(request: Request) -> int:

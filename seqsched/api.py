@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 Strategy = Literal["vanilla", "oracle", "seqsch"]
 STRATEGIES: tuple[Strategy, ...] = ("vanilla", "oracle", "seqsch")
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model"
+DEFAULT_PREDICTOR = Path(__file__).parent / "assets" / "default_predictor"  # trained on DEFAULT_MODEL
 _log = logging.getLogger(__name__)
 
 

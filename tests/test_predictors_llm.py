@@ -148,6 +148,29 @@ def test_probe_fit_predict_save_load(tiny_engine: Any, tmp_path: Path, regressor
     assert loaded.predict(TEXTS) == predicted
 
 
+def test_a_saved_predictor_moves_with_its_model(tiny_engine: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The manifest records a local model relative to the predictor, as a package ships them."""
+    import json
+    import shutil
+
+    from seqsched.predict.probe import ProbePredictor
+    from seqsched.predict.registry import load_predictor
+
+    probe = ProbePredictor(tiny_engine.model, tiny_engine.tokenizer, limit=150)
+    probe.fit(TEXTS, LENGTHS)
+    shutil.copytree(tiny_model_dir, tmp_path / "a" / "model")
+    original = probe.model.name_or_path  # the shared fixture's model: restore it
+    try:
+        probe.model.name_or_path = str(tmp_path / "a" / "model")
+        probe.save(tmp_path / "a" / "probe")
+    finally:
+        probe.model.name_or_path = original
+    manifest = json.loads((tmp_path / "a" / "probe" / "predictor.json").read_text())
+    assert manifest["config"]["model_path"] == "../model"
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    assert load_predictor(tmp_path / "b" / "probe").predict(TEXTS) == probe.predict(TEXTS)
+
+
 # --- collection -----------------------------------------------------------------------
 
 

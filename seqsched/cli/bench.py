@@ -3,7 +3,9 @@ engine and the same requests, printing the paper's throughput table.
 
 Modes:
 - live (default): the model generates until EOS on the prompts (--prompts, or the
-  built-in default workload). The oracle knows the lengths of the vanilla run of the
+  built-in default workload). With no --model, --prompts or --trace, the built-in model
+  runs the built-in workload (max 256 new tokens) as vanilla, seqsch (the shipped
+  predictor) and oracle. The oracle knows the lengths of the vanilla run of the
   same bench (list vanilla first), or those of --oracle-lengths.
 - replay (--trace T --mode replay): prompts and output lengths come from a length
   trace; the model is forced to end each response exactly at its trace length.
@@ -55,14 +57,18 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    add_schedule_args(p, default_strategies="vanilla,oracle")
+    add_schedule_args(p, default_strategies=None, default_max_new_tokens=None)
     p.set_defaults(func=main)
+
+
+BUILTIN_MAX_NEW_TOKENS = 256
 
 
 def main(args: argparse.Namespace) -> int:
     from seqsched.api import resolve_model
     from seqsched.engine.config import EngineConfig
 
+    _fill_defaults(args)
     mode = args.mode or ("replay" if args.trace is not None else "live")
     if mode == "replay" and args.trace is None:
         raise UsageError("--mode replay needs --trace")
@@ -94,6 +100,20 @@ def main(args: argparse.Namespace) -> int:
         "engine": {**vars(engine_config), "resolved_device": str(getattr(engine, "device", args.device))},
     }
     return run_bench(args, engine, requests, oracle_lengths, config, title=f"{mode}: {source}")
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """The built-in benchmark when nothing is given; otherwise plain defaults."""
+    from seqsched.api import DEFAULT_PREDICTOR
+
+    builtin = args.model is None and args.prompts is None and args.trace is None
+    shipped = builtin and args.predictor is None and DEFAULT_PREDICTOR.is_dir()
+    if shipped:
+        args.predictor = DEFAULT_PREDICTOR
+    if args.strategies is None:
+        args.strategies = "vanilla,seqsch,oracle" if args.predictor is not None else "vanilla,oracle"
+    if args.max_new_tokens is None:
+        args.max_new_tokens = BUILTIN_MAX_NEW_TOKENS if builtin else 512
 
 
 def _replay_requests(args: argparse.Namespace) -> tuple[list[Any], dict[str, int], str]:

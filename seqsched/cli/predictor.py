@@ -52,6 +52,11 @@ def _data_args(p: argparse.ArgumentParser, default_split: str | None) -> None:
         help="prompt texts by id (request JSONL or one prompt per line); default: the trace's instruction",
     )
     p.add_argument("--split", default=default_split, help="only records of this split (e.g. train, val)")
+    p.add_argument(
+        "--target",
+        default="max",
+        help="the length to learn and score: 'max' over the L_t* fields (the paper), or one field, e.g. L_t0.0",
+    )
     p.add_argument("--first", type=int, default=None, help="only the first N records (after --split)")
     p.add_argument("--model", help="the serving model, for probe/lora/pia (default: the built-in model)")
     p.add_argument("--limit", type=int, default=512, help="max_new_tokens: predictions are clamped to it")
@@ -62,7 +67,7 @@ def train(args: argparse.Namespace) -> int:
     from seqsched.predict.evaluate import trace_texts
 
     trace, prompts = _data(args)
-    texts, lengths = trace_texts(trace, prompts), [r.length("max") for r in trace]
+    texts, lengths = trace_texts(trace, prompts), [r.length(args.target) for r in trace]
     predictor = _new_predictor(args)
     start = time.perf_counter()
     predictor.fit(texts, lengths)
@@ -84,7 +89,7 @@ def evaluate(args: argparse.Namespace) -> int:
         raise UsageError("give a saved predictor PATH or --kind, not both and not neither")
     trace, prompts = _data(args)
     predictor = with_margin(_eval_predictor(args, trace), args.margin_scale, args.margin_add)
-    metrics, _ = score(predictor, trace, prompts, max_new_tokens=args.limit)
+    metrics, _ = score(predictor, trace, prompts, max_new_tokens=args.limit, knowledge=args.target)
     print(f"{args.path or args.kind} on {trace.name}:\n{metrics.table()}")
     fallbacks = getattr(getattr(predictor, "inner", predictor), "num_fallbacks", None)
     if fallbacks:
@@ -95,6 +100,7 @@ def evaluate(args: argparse.Namespace) -> int:
             "predictor": str(args.path or args.kind),
             "trace": str(args.trace),
             "split": args.split,
+            "target": args.target,
             "margin_scale": args.margin_scale,
             "margin_add": args.margin_add,
             "num_fallbacks": fallbacks,

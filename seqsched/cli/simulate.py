@@ -46,7 +46,9 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=main)
 
 
-def add_schedule_args(p: argparse.ArgumentParser, default_strategies: str) -> None:
+def add_schedule_args(
+    p: argparse.ArgumentParser, default_strategies: str | None, default_max_new_tokens: int | None = 512
+) -> None:
     """Options `simulate` and `bench` share."""
     p.add_argument(
         "--strategies",
@@ -61,7 +63,7 @@ def add_schedule_args(p: argparse.ArgumentParser, default_strategies: str) -> No
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--group-size", type=int, default=256)
     p.add_argument("--bin-size", type=int, default=50)
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--max-new-tokens", type=int, default=default_max_new_tokens)
     p.add_argument("--repeat", type=int, default=1, help="interleaved repeats; medians are reported")
     p.add_argument("--json", type=Path, help="write figures, resolved config and environment here")
     p.add_argument("--plot", type=Path, help="write a PNG: lengths, micro-batches, throughput")

@@ -5,6 +5,7 @@ and parse a number out of generated text.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -149,13 +150,25 @@ def last_token_states(
     return np.concatenate(features, axis=0)
 
 
-def model_path(model: Any) -> str | None:
-    """Where ``model`` was loaded from, for a manifest; None for an in-memory model."""
+def model_path(model: Any, saved_in: str | Path) -> str | None:
+    """Where ``model`` was loaded from, for the manifest of a predictor saved in
+    ``saved_in``; None for an in-memory model. A local model is recorded relative to the
+    predictor's directory, so the two can move together (e.g. inside a package)."""
     path = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
     if not path:
         return None
     local = Path(path).expanduser()
-    return str(local.resolve()) if local.exists() else str(path)  # a hub id stays as is
+    if not local.exists():
+        return str(path)  # a hub id stays as is
+    return os.path.relpath(local.resolve(), Path(saved_in).resolve())
+
+
+def resolve_model_path(model_path: str | None, saved_in: str | Path) -> str | None:
+    """The inverse of :func:`model_path`: relative paths are relative to ``saved_in``."""
+    if model_path is None:
+        return None
+    candidate = Path(saved_in) / model_path
+    return str(candidate.resolve()) if not Path(model_path).is_absolute() and candidate.exists() else model_path
 
 
 def load_base(model_path: str | None, model: Any = None, tokenizer: Any = None) -> tuple[Any, Any]:

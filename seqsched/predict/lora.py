@@ -198,7 +198,7 @@ class LoraPredictor(LengthPredictor):
         directory = Path(path)
         self.peft_model.save_pretrained(directory)
         config = {
-            "model_path": _llm.model_path(self.model),
+            "model_path": _llm.model_path(self.model, path),
             "limit": self.limit,
             "batch_size": self.batch_size,
             "max_new_tokens": self.max_new_tokens,
@@ -213,7 +213,7 @@ class LoraPredictor(LengthPredictor):
         from peft import PeftModel
 
         config = dict(read_manifest(path, cls.kind)["config"])
-        model, tokenizer = _llm.load_base(config.pop("model_path"), model, tokenizer)
+        model, tokenizer = _llm.load_base(_llm.resolve_model_path(config.pop("model_path"), path), model, tokenizer)
         train = config.pop("train")
         train["target_modules"] = tuple(train["target_modules"])
         predictor = cls(model, tokenizer, config=LoraTrainConfig(**train), **config)

@@ -68,7 +68,7 @@ class PiAPredictor(LengthPredictor):
 
     def save(self, path: str | Path) -> None:
         config = {
-            "model_path": _llm.model_path(self.model),
+            "model_path": _llm.model_path(self.model, path),
             "limit": self.limit,
             "max_new_tokens": self.max_new_tokens,
             "batch_size": self.batch_size,
@@ -78,7 +78,7 @@ class PiAPredictor(LengthPredictor):
     @classmethod
     def load(cls, path: str | Path, model: Any = None, tokenizer: Any = None) -> PiAPredictor:
         config = dict(read_manifest(path, cls.kind)["config"])
-        model, tokenizer = _llm.load_base(config.pop("model_path"), model, tokenizer)
+        model, tokenizer = _llm.load_base(_llm.resolve_model_path(config.pop("model_path"), path), model, tokenizer)
         return cls(model, tokenizer, **config)
 
 

@@ -97,7 +97,7 @@ class ProbePredictor(LengthPredictor):
         if self.regressor is None:
             raise ValueError("the probe predictor is not trained: fit it first")
         config = {
-            "model_path": _llm.model_path(self.model),
+            "model_path": _llm.model_path(self.model, path),
             "limit": self.limit,
             "probe": dataclasses.asdict(self.config),
         }
@@ -107,7 +107,7 @@ class ProbePredictor(LengthPredictor):
     @classmethod
     def load(cls, path: str | Path, model: Any = None, tokenizer: Any = None) -> ProbePredictor:
         config = read_manifest(path, cls.kind)["config"]
-        model, tokenizer = _llm.load_base(config["model_path"], model, tokenizer)
+        model, tokenizer = _llm.load_base(_llm.resolve_model_path(config["model_path"], path), model, tokenizer)
         predictor = cls(model, tokenizer, config["limit"], ProbeConfig(**config["probe"]))
         predictor.regressor = joblib.load(Path(path) / _REGRESSOR_FILE)
         return predictor

@@ -12,7 +12,7 @@ import pytest
 from seqsched.bench.compare import compare_with_simulation, format_comparison
 from seqsched.bench.plots import batch_token_steps
 from seqsched.bench.report import format_table
-from seqsched.bench.runner import BenchResult, Strategy, run_strategies
+from seqsched.bench.runner import BenchResult, Strategy, differing_outputs, run_strategies
 from seqsched.bench.strategies import StrategyContext, make_strategy
 from seqsched.cli import main
 from seqsched.data.traces import Trace, TraceRecord, trace_requests
@@ -82,6 +82,13 @@ def test_compare_with_simulation_reports_the_same_schedule(tiny_engine: Any) -> 
     assert "same schedule" in format_comparison(rows)
 
 
+def test_differing_outputs_names_the_requests_that_changed(tiny_engine: Any) -> None:
+    bench = _bench(tiny_engine)
+    assert differing_outputs(bench) == []
+    bench.results[1].report.results[3].token_ids = [1, 2, 3]
+    assert differing_outputs(bench) == ["t3"]
+
+
 def test_token_steps_split_into_useful_padded_discarded() -> None:
     bench = _bench(SimulatedEngine())
     for res in bench.results:
@@ -124,7 +131,9 @@ def test_live_bench_cli_prints_table_and_writes_json_and_png(
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert all(word in table for word in ("strategy", "req/s", "eff %", "vanilla", "oracle"))
+    assert "greedy outputs identical across strategies: yes" in table
     data = json.loads(out.read_text())
+    assert data["config"]["greedy_outputs_differing"] == []
     assert data["config"]["mode"] == "live" and data["config"]["engine"]["model"] == str(tiny_model_dir)
     assert data["environment"]["torch"] and data["environment"]["cpu_count"]
     names = [s["name"] for s in data["strategies"]]

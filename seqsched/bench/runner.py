@@ -112,3 +112,15 @@ def _median(strategy: Strategy, reports: list[RunReport], predictor: LengthPredi
     walls = [r.wall_seconds for r in reports]
     middle = sorted(range(len(reports)), key=lambda i: walls[i])[(len(reports) - 1) // 2]
     return StrategyResult(strategy, compute_metrics(reports[middle]), reports[middle], walls, predictor)
+
+
+def differing_outputs(bench: BenchResult) -> list[str]:
+    """Ids of greedy requests whose tokens differ between strategies. Scheduling must not
+    change what a request generates: this should always be empty."""
+    by_strategy = [{r.request.request_id: r for r in res.report.results} for res in bench.results]
+    first, *others = by_strategy
+    return [
+        request_id
+        for request_id, result in first.items()
+        if result.request.sampling.greedy and any(o[request_id].token_ids != result.token_ids for o in others)
+    ]

@@ -113,7 +113,7 @@ def run_bench(
     """Build the strategies from the shared options, run them, print and save."""
     from seqsched.bench.plots import plot_bench
     from seqsched.bench.report import environment, format_table, write_json
-    from seqsched.bench.runner import run_strategies
+    from seqsched.bench.runner import differing_outputs, run_strategies
     from seqsched.bench.strategies import StrategyContext, make_strategy
     from seqsched.schedule import ScheduleConfig
 
@@ -133,6 +133,10 @@ def run_bench(
 
     bench = run_strategies(engine, requests, strategies, repeat=args.repeat, on_run=show)
     print(format_table(bench))
+    differing = differing_outputs(bench)
+    if len(strategies) > 1 and getattr(engine, "name", "") == "hf":
+        verdict = "yes" if not differing else f"NO, {len(differing)} differ (e.g. {differing[0]!r})"
+        print(f"greedy outputs identical across strategies: {verdict}")
     if getattr(args, "compare_cost_model", None) is not None:
         from seqsched.bench.compare import compare_with_simulation, format_comparison
         from seqsched.engine.cost_model import load_cost_model
@@ -148,6 +152,7 @@ def run_bench(
         "repeat": args.repeat,
         "schedule": dataclasses.asdict(base),
         "max_new_tokens": args.max_new_tokens,
+        "greedy_outputs_differing": differing,
     }
     if args.json is not None:
         write_json(bench, args.json, config, environment(engine))

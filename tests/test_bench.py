@@ -166,3 +166,21 @@ def test_live_oracle_needs_vanilla_first(tiny_model_dir: Path, tmp_path: Path) -
         "oracle,vanilla",
     ]
     assert main(argv) == 2
+
+
+def test_progress_bars_count_every_request_of_every_run() -> None:
+    class Bar:
+        def __init__(self, label: str) -> None:
+            self.label, self.done, self.closed = label, 0, False
+            bars.append(self)
+
+        def update(self, n: int = 1) -> None:
+            self.done += n
+
+        def close(self) -> None:
+            self.closed = True
+
+    bars: list[Bar] = []
+    run_strategies(SimulatedEngine(), trace_requests(_trace(), LIMIT), _strategies(), repeat=2, progress=Bar)
+    assert [b.label for b in bars[:3]] == ["vanilla (1/2)", "oracle (1/2)", "oracle-fcr (1/2)"]
+    assert len(bars) == 6 and all(b.done == len(ACTUAL) and b.closed for b in bars)

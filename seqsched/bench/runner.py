@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from seqsched.bench.metrics import Metrics, compute_metrics
 from seqsched.engine.base import Engine
@@ -26,6 +27,12 @@ from seqsched.schedule import ScheduleConfig
 # reports of the strategies that already ran (by name): the live oracle reads vanilla's.
 PredictorSource = LengthPredictor | Callable[[Mapping[str, RunReport]], LengthPredictor]
 WARMUP_TOKENS = 16  # enough decode steps to warm kernels and the allocator
+
+
+class Progress(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+
+    def close(self) -> Any: ...
 
 
 @dataclass
@@ -72,8 +79,10 @@ def run_strategies(
     repeat: int = 1,
     warmup: bool = True,
     on_run: Callable[[str, int, Metrics], None] | None = None,
+    progress: Callable[[str], Progress] | None = None,
 ) -> BenchResult:
-    """Run every strategy ``repeat`` times, interleaved; return medians."""
+    """Run every strategy ``repeat`` times, interleaved; return medians. ``progress(label)``
+    makes a bar for one run (a ``tqdm`` is one); it is told of every finished request."""
     if repeat < 1:
         raise ValueError(f"repeat ({repeat}) must be >= 1")
     if not strategies:
@@ -91,7 +100,13 @@ def run_strategies(
                 done = {name: reports[0] for name, reports in runs.items() if reports}
                 source = s.predictor
                 predictors[s.name] = source if isinstance(source, LengthPredictor) else source(done)
-            report = Pipeline(engine, predictors[s.name], s.schedule).run(fresh_copies(requests))
+            bar = progress(f"{s.name} ({rep + 1}/{repeat})") if progress is not None else None
+            pipeline = Pipeline(engine, predictors[s.name], s.schedule, bar.update if bar is not None else None)
+            try:
+                report = pipeline.run(fresh_copies(requests))
+            finally:
+                if bar is not None:
+                    bar.close()
             runs[s.name].append(report)
             if on_run is not None:
                 on_run(s.name, rep, compute_metrics(report))

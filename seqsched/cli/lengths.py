@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
         requests = requests[: args.first]
     engine = _engine(EngineConfig(model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype))
     total = len(requests) * len(temperatures)
-    with tqdm(total=total, desc="runs", unit="run", file=sys.stderr, disable=None) as bar:
+    with tqdm(total=total, desc="runs", unit="run", file=sys.stderr, mininterval=2.0) as bar:
         records, errors = collect_lengths(engine, requests, config, progress=bar.update)
     for line in errors[:5]:
         print(f"seqsched lengths: skipped {line}", file=sys.stderr)

@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
         ),
     )
     # SIGTERM becomes SystemExit, so a killed job still writes what it finished.
-    with _exit_on_sigterm(), tqdm(desc="requests", unit="req", file=sys.stderr, disable=None) as bar:
+    with _exit_on_sigterm(), tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
         summary = execute(config, progress=bar)
     m = summary.metrics
     print(

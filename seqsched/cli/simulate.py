@@ -131,7 +131,15 @@ def run_bench(
             file=sys.stderr,
         )
 
-    bench = run_strategies(engine, requests, strategies, repeat=args.repeat, on_run=show)
+    def bar(label: str) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(total=len(requests), desc=label, unit="req", file=sys.stderr, mininterval=2.0)
+
+    live = getattr(engine, "name", "") == "hf"  # the simulator needs no bar
+    bench = run_strategies(
+        engine, requests, strategies, repeat=args.repeat, on_run=show, progress=bar if live else None
+    )
     print(format_table(bench))
     differing = differing_outputs(bench)
     if len(strategies) > 1 and getattr(engine, "name", "") == "hf":

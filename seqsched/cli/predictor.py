@@ -30,7 +30,12 @@ def add_parser(subparsers: Any) -> None:
     t.add_argument("--train-batch-size", type=int, default=8, help="lora")
     t.add_argument("--max-steps", type=int, default=None, help="lora: stop after this many steps")
     t.add_argument("--regressor", choices=["ridge", "quantile"], default="ridge", help="probe")
-    t.add_argument("--quantile", type=float, default=0.7, help="probe, --regressor quantile")
+    t.add_argument(
+        "--quantile",
+        type=float,
+        default=None,
+        help="proxy: predict this quantile instead of the median; probe with --regressor quantile (default 0.7)",
+    )
     t.add_argument("--num-layers", type=int, default=1, help="probe: average the last k layers")
     t.set_defaults(func=train)
 
@@ -147,14 +152,15 @@ def _new_predictor(args: argparse.Namespace) -> Any:
 
         return ConstantPredictor()
     if args.kind == "proxy":
-        from seqsched.predict.proxy import ProxyPredictor
+        from seqsched.predict.proxy import ProxyConfig, ProxyPredictor
 
-        return ProxyPredictor()
+        return ProxyPredictor(ProxyConfig(seed=args.seed, quantile=args.quantile))
     model, tokenizer = _model(args)
     if args.kind == "probe":
         from seqsched.predict.probe import ProbeConfig, ProbePredictor
 
-        config = ProbeConfig(args.regressor, quantile=args.quantile, num_layers=args.num_layers, seed=args.seed)
+        quantile = 0.7 if args.quantile is None else args.quantile
+        config = ProbeConfig(args.regressor, quantile=quantile, num_layers=args.num_layers, seed=args.seed)
         return ProbePredictor(model, tokenizer, args.limit, config)
     from seqsched.predict.lora import LoraPredictor, LoraTrainConfig
 

@@ -142,3 +142,19 @@ def test_shared_data_reads_and_samples_like_the_paper() -> None:
     assert (
         lengths.oracle()["5"] == 277 and lengths[0].text == "Describe a time when you had to make a difficult decision."
     )
+
+
+def test_read_trace_keeps_a_split_then_samples(tmp_path: Path) -> None:
+    from seqsched.data.traces import read_trace, sample
+
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": str(i), "L_t0.0": i + 1, "split": "val" if i % 2 else "train"}) + "\n" for i in range(20)
+        )
+    )
+    val = read_trace(path, split="val")
+    assert [r.id for r in val] == [str(i) for i in range(1, 20, 2)]
+    assert [r.id for r in read_trace(path, split="val", sample_size=4, seed=1)] == [r.id for r in sample(val, 4, 1)]
+    with pytest.raises(ValueError, match="no records of split 'test'"):
+        read_trace(path, split="test")

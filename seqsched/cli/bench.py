@@ -117,15 +117,9 @@ def _fill_defaults(args: argparse.Namespace) -> None:
 
 
 def _replay_requests(args: argparse.Namespace) -> tuple[list[Any], dict[str, int], str]:
-    from seqsched.data.traces import read_trace, sample, trace_requests
+    from seqsched.data.traces import read_trace, trace_requests
 
-    trace = read_trace(args.trace)
-    if args.split is not None:
-        trace = trace.split(args.split)
-        if not len(trace):
-            raise ValueError(f"{args.trace}: no records of split {args.split!r}")
-    if args.sample is not None:
-        trace = sample(trace, args.sample, args.seed)
+    trace = read_trace(args.trace, split=args.split, sample_size=args.sample, seed=args.seed)
     requests = trace_requests(trace, args.max_new_tokens, actual=args.actual)
     return requests, trace.oracle(args.oracle), trace.name
 

@@ -70,17 +70,11 @@ def add_schedule_args(
 
 
 def main(args: argparse.Namespace) -> int:
-    from seqsched.data.traces import read_trace, sample, trace_requests
+    from seqsched.data.traces import read_trace, trace_requests
     from seqsched.engine.cost_model import load_cost_model
     from seqsched.engine.simulate import SimulatedEngine
 
-    trace = read_trace(args.trace)
-    if args.split is not None:
-        trace = trace.split(args.split)
-        if not len(trace):
-            raise ValueError(f"{args.trace}: no records of split {args.split!r}")
-    if args.sample is not None:
-        trace = sample(trace, args.sample, args.seed)
+    trace = read_trace(args.trace, split=args.split, sample_size=args.sample, seed=args.seed)
     requests = trace_requests(trace, args.max_new_tokens, actual=args.actual)
     if args.prompt_tokens is not None:
         if args.prompt_tokens < 1:

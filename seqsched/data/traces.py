@@ -72,9 +72,18 @@ class Trace:
         return Trace([r for r in self.records if r.split == name], f"{self.name}[{name}]")
 
 
-def read_trace(path: str | Path) -> Trace:
-    """Read a trace in either format (told apart by a leading ``[``)."""
-    path = Path(path)
+def read_trace(path: str | Path, split: str | None = None, sample_size: int | None = None, seed: int = 42) -> Trace:
+    """Read a trace in either format (told apart by a leading ``[``); optionally keep one
+    ``split``, then draw ``sample_size`` records as the paper does (see :func:`sample`)."""
+    trace = _read(Path(path))
+    if split is not None:
+        trace = trace.split(split)
+        if not len(trace):
+            raise ValueError(f"{path}: no records of split {split!r}")
+    return sample(trace, sample_size, seed) if sample_size is not None else trace
+
+
+def _read(path: Path) -> Trace:
     text = path.read_text(encoding="utf-8")
     if text.lstrip().startswith("["):
         items = _json_list(text, path)

@@ -170,7 +170,8 @@ def execute(config: RunConfig, progress: Progress | None = None) -> RunSummary:
         if progress is not None:
             progress.total = len(todo)
             progress.refresh()
-        with journal.open("a", encoding="utf-8") as log:
+        # Without --resume a journal left by an earlier job is stale: start it afresh.
+        with journal.open("a" if config.resume else "w", encoding="utf-8") as log:
 
             def save(result: Result) -> None:
                 # Each final answer is on disk the moment it exists: a killed job loses nothing.

@@ -1,6 +1,6 @@
 """Write a randomly initialised Llama of a named shape, for trace replay.
 
-    python scripts/make_random_model.py --shape cpu-8m --tokenizer seqsched/assets/default_model --out runs/cpu-8m
+python scripts/make_random_model.py --shape cpu-8m --tokenizer seqsched/assets/default_model --out runs/cpu-8m
 """
 
 from __future__ import annotations

@@ -101,6 +101,10 @@ def test_token_steps_split_into_useful_padded_discarded() -> None:
     assert "x vanilla" in format_table(bench)
 
 
+def _bench_argv(model: Path, prompts: Path, *extra: str) -> list[str]:
+    return ["bench", "--model", str(model), "--prompts", str(prompts), "--device", "cpu", *extra]
+
+
 def test_live_bench_cli_prints_table_and_writes_json_and_png(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -109,14 +113,9 @@ def test_live_bench_cli_prints_table_and_writes_json_and_png(
         "".join(json.dumps({"custom_id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(corpus(12, seed=3)))
     )
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    argv = [
-        "bench",
-        "--model",
-        str(tiny_model_dir),
-        "--prompts",
-        str(prompts),
-        "--device",
-        "cpu",
+    argv = _bench_argv(
+        tiny_model_dir,
+        prompts,
         "--batch-size",
         "4",
         "--max-new-tokens",
@@ -127,7 +126,7 @@ def test_live_bench_cli_prints_table_and_writes_json_and_png(
         str(out),
         "--plot",
         str(png),
-    ]
+    )
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert all(word in table for word in ("strategy", "req/s", "eff %", "vanilla", "oracle"))
@@ -152,19 +151,7 @@ def test_live_bench_cli_prints_table_and_writes_json_and_png(
 def test_live_oracle_needs_vanilla_first(tiny_model_dir: Path, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "the model predicts"}) + "\n")
-    argv = [
-        "bench",
-        "--model",
-        str(tiny_model_dir),
-        "--prompts",
-        str(prompts),
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "8",
-        "--strategies",
-        "oracle,vanilla",
-    ]
+    argv = _bench_argv(tiny_model_dir, prompts, "--max-new-tokens", "8", "--strategies", "oracle,vanilla")
     assert main(argv) == 2
 
 

@@ -1,5 +1,6 @@
 """The top-level loop: predict lengths -> plan micro-batches -> run each -> collect
-failures -> re-run them -> restore input order.
+failures -> re-run them (from scratch, or resuming after their kept tokens) -> restore
+input order.
 
 The same loop drives every engine (live HF generation, trace replay, the simulator), so
 a simulated number and a measured one come from the same schedule.
@@ -124,11 +125,14 @@ class Pipeline:
         result.num_runs += 1
         result.length += outcome.num_steps
         if is_failure(request, batch, outcome.finished, outcome.num_output_tokens):
-            result.num_wasted_steps += outcome.num_steps
+            if self.config.fcr_mode == "resume":
+                request.output_prefix += tuple(outcome.token_ids)
+            else:
+                result.num_wasted_steps += outcome.num_steps
             request.status = RequestStatus.WAITING
             return True
-        result.token_ids = list(outcome.token_ids)
-        result.text = self.engine.decode(outcome.token_ids)
+        result.token_ids = [*request.output_prefix, *outcome.token_ids]
+        result.text = self.engine.decode(result.token_ids)
         result.completed_at = self._clock
         request.status = RequestStatus.FINISHED_STOPPED if outcome.finished else RequestStatus.FINISHED_LENGTH
         self._finish(result)

@@ -57,6 +57,9 @@ class Request:
     num_prompt_tokens_hint: int | None = None  # for engines that never tokenize
     predicted_len: int | None = None
     target_len: int | None = None  # replay and simulate: the output length to force
+    # Tokens already generated and kept (an FCR failure under ``fcr_mode="resume"``):
+    # the next run continues after prompt + prefix instead of starting over.
+    output_prefix: tuple[int, ...] = ()
     status: RequestStatus = RequestStatus.WAITING
     error: str | None = None
 
@@ -81,6 +84,11 @@ class Request:
         if self.num_prompt_tokens_hint is not None:
             return self.num_prompt_tokens_hint
         return max(1, len(self.text) // 4)
+
+    @property
+    def remaining_tokens(self) -> int:
+        """How many tokens this request may still generate: its limit less the kept prefix."""
+        return self.max_new_tokens - len(self.output_prefix)
 
     def fail(self, message: str) -> None:
         self.status = RequestStatus.FINISHED_ERROR

@@ -79,6 +79,11 @@ STRATEGIES = {
         ),
     ),
     "under-predicting+fcr": (0.5, ScheduleConfig(batch_size=4, group_size=8, fcr=True)),
+    "under-predicting+resume": (0.5, ScheduleConfig(batch_size=4, group_size=8, fcr=True, fcr_mode="resume")),
+    "under-predicting+vbs-paper+resume": (
+        0.3,
+        ScheduleConfig(batch_size=2, group_size=12, vbs="paper", bin_size=8, fcr=True, fcr_mode="resume"),
+    ),
 }
 
 
@@ -96,8 +101,8 @@ def test_every_strategy_returns_the_tokens_of_generating_alone(
         ended = bool(reference[i]) and reference[i][-1] == _eos(tiny_engine)
         expected = RequestStatus.FINISHED_STOPPED if ended else RequestStatus.FINISHED_LENGTH
         assert result.status == expected
-    if strategy == "under-predicting+fcr":
-        assert report.num_failures > 0, "half-length predictions should make FCR re-run requests"
+    if strategy.startswith("under-predicting"):
+        assert report.num_failures > 0, "short predictions should make FCR re-run requests"
 
 
 def _prepared(engine: HFEngine, requests: list[Request]) -> list[Request]:
@@ -177,6 +182,32 @@ def test_sampled_rows_depend_only_on_their_own_seed(tiny_engine: HFEngine, refer
     rows[1].sampling = SamplingParams(temperature=1.0, seed=9)
     reseeded = tiny_engine.run(MicroBatch((1,), 64), [rows[1]]).outcomes[0]
     assert reseeded.token_ids != together[1].token_ids
+
+
+def test_a_resumed_row_continues_as_an_uncapped_run_would(tiny_engine: HFEngine, reference: list[list[int]]) -> None:
+    rows = _prepared(tiny_engine, _requests(4))
+    rows[1].sampling = SamplingParams(temperature=1.0, seed=7)
+    uncapped = tiny_engine.run(MicroBatch((0, 1, 2, 3), 64), rows).outcomes
+    long_rows = [r for r, o in zip(rows, uncapped, strict=True) if o.num_output_tokens > 6]
+    assert rows[1] in long_rows and len(long_rows) >= 2, "the test needs rows longer than the cap"
+    capped = tiny_engine.run(MicroBatch(tuple(r.index for r in long_rows), 6), long_rows).outcomes
+    for r, o in zip(long_rows, capped, strict=True):
+        r.output_prefix = tuple(o.token_ids)
+    resumed = tiny_engine.run(MicroBatch(tuple(r.index for r in long_rows), 64), long_rows).outcomes
+    for r, o in zip(long_rows, resumed, strict=True):
+        assert [*r.output_prefix, *o.token_ids] == uncapped[r.index].token_ids, f"row {r.index}"
+        assert o.num_output_tokens <= r.remaining_tokens
+
+
+def test_replay_counts_a_resumed_rows_kept_tokens(tiny_engine: HFEngine) -> None:
+    rows = _prepared(tiny_engine, _requests(2))
+    for r, n in zip(rows, (9, 14), strict=True):
+        r.target_len = n
+        r.output_prefix = (5,) * 4
+    run = tiny_engine.run(MicroBatch((0, 1), 64), rows)
+    assert [(o.num_output_tokens, o.finished, o.num_steps) for o in run.outcomes] == [(5, True, 10), (10, True, 10)]
+    simulated = trace_outcomes(MicroBatch((0, 1), 64), rows)
+    assert [(o.num_output_tokens, o.finished, o.num_steps) for o in simulated] == [(5, True, 10), (10, True, 10)]
 
 
 def test_tokenization_follows_the_chat_template_flag(tiny_model_dir: Path, tiny_engine: HFEngine) -> None:

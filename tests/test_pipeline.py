@@ -56,6 +56,37 @@ def test_fcr_failures_rerun_at_the_full_limit_and_count_their_waste() -> None:
     assert m.average_length == pytest.approx((48 + 8 + 30 + 30) / 4)
 
 
+def test_resumed_failures_keep_their_tokens_and_decode_only_the_rest() -> None:
+    # As above, but request 0 keeps its 8 tokens: the re-run decodes the other 32 and,
+    # with 56 tokens left of its 64, runs at a cap of 56.
+    engine = StepCountingEngine()
+    requests = create_requests([8, 5, 30, 10], ACTUAL, max_new_tokens=64)
+    config = ScheduleConfig(batch_size=2, fcr=True, fcr_mode="resume")
+    report = Pipeline(engine, _oracle([8, 5, 30, 10]), config).run(requests)
+    assert [(b.indices, b.max_new_tokens, b.is_retry) for b in engine.batches] == [
+        ((1, 0), 8, False),
+        ((3, 2), 30, False),
+        ((0,), 56, True),
+    ]
+    first = report.results[0]
+    assert first.num_runs == 2 and first.num_wasted_steps == 0 and first.length == 8 + 32
+    assert first.num_output_tokens == 40 and first.status == RequestStatus.FINISHED_STOPPED
+    m = compute_metrics(report)
+    assert m.failure_ratio == pytest.approx(1 / 4)
+    assert m.effective_token_ratio == pytest.approx(85 / (40 + 8 + 30 + 30))
+
+
+def test_a_resumed_request_fails_again_only_below_its_remaining_limit() -> None:
+    # Two caps in a row: predicted 4 of 20, limit 12. The re-run has 8 tokens left and a
+    # cap of 8, so reaching it is the request's own limit (cut), not a second failure.
+    requests = create_requests([4], [20], max_new_tokens=12)
+    config = ScheduleConfig(fcr=True, fcr_mode="resume")
+    report = Pipeline(StepCountingEngine(), _oracle([4]), config).run(requests)
+    result = report.results[0]
+    assert report.num_failures == 1 and result.num_runs == 2
+    assert result.num_output_tokens == 12 and result.status == RequestStatus.FINISHED_LENGTH
+
+
 def test_failures_rerun_at_the_end_of_their_group() -> None:
     engine = StepCountingEngine()
     requests = create_requests([1, 50, 50, 50], [20, 50, 50, 50], max_new_tokens=64)

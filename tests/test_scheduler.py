@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from seqsched.schedule import MicroBatch, ScheduleConfig, groups, plan_group, plan_retries
+from seqsched.schedule import MicroBatch, ScheduleConfig, groups, is_failure, plan_group, plan_retries
 from seqsched.schedule.vbs import batch_size_fn, bin_ceiling
 from tests.helpers import create_requests
 
@@ -103,6 +103,17 @@ def test_retries_run_at_the_full_limit_in_failure_order() -> None:
     assert all(b.is_retry and b.max_new_tokens == 256 for b in plan)
 
 
+def test_limits_count_the_tokens_a_request_kept() -> None:
+    requests = create_requests([10, 10], max_new_tokens=256)
+    requests[0].output_prefix = (7,) * 100
+    assert requests[0].remaining_tokens == 156
+    plan = plan_retries(requests[:1], ScheduleConfig(batch_size=2))
+    assert plan[0].max_new_tokens == 156
+    batch = MicroBatch((0, 1), 100)
+    assert is_failure(requests[1], batch, finished=False, num_output_tokens=100)
+    assert not is_failure(requests[0], MicroBatch((0,), 156), finished=False, num_output_tokens=156)
+
+
 def test_groups_are_windows_in_input_order() -> None:
     sizes = [len(g) for g in groups(create_requests([1] * 10), 4)]
     assert sizes == [4, 4, 2]
@@ -114,6 +125,7 @@ def test_groups_are_windows_in_input_order() -> None:
         ({"batch_size": 0}, "batch_size (0) must be >= 1"),
         ({"group_size": -1}, "group_size (-1) must be >= 1"),
         ({"vbs": "fast"}, "vbs ('fast') must be one of off, paper, budget"),
+        ({"fcr_mode": "later"}, "fcr_mode ('later') must be one of restart, resume"),
         ({"bin_size": 0}, "bin_size (0) must be >= 1"),
         ({"token_budget": 0}, "token_budget (0) must be >= 1"),
         ({"batch_size": 32, "max_batch_size": 16}, "max_batch_size (16) must be >= batch_size (32)"),

@@ -13,18 +13,21 @@ CTX = StrategyContext(ScheduleConfig(batch_size=8, vbs="budget", fcr=True), orac
 
 
 @pytest.mark.parametrize(
-    ("name", "vbs", "fcr"),
+    ("name", "vbs", "fcr", "fcr_mode"),
     [
-        ("oracle", "paper", True),
-        ("oracle+fcr", "off", True),
-        ("oracle+vbs", "paper", False),
-        ("oracle+budget+fcr", "budget", True),
+        ("oracle", "paper", True, "restart"),
+        ("oracle+fcr", "off", True, "restart"),
+        ("oracle+vbs", "paper", False, "restart"),
+        ("oracle+budget+fcr", "budget", True, "restart"),
+        ("oracle+vbs+resume", "paper", True, "resume"),
+        ("oracle+resume", "off", True, "resume"),
     ],
 )
-def test_switches(name: str, vbs: str, fcr: bool) -> None:
+def test_switches(name: str, vbs: str, fcr: bool, fcr_mode: str) -> None:
     strategy = make_strategy(name, CTX)
     assert isinstance(strategy.predictor, OraclePredictor)
-    assert (strategy.schedule.vbs, strategy.schedule.fcr, strategy.schedule.batch_size) == (vbs, fcr, 8)
+    schedule = strategy.schedule
+    assert (schedule.vbs, schedule.fcr, schedule.fcr_mode, schedule.batch_size) == (vbs, fcr, fcr_mode, 8)
 
 
 def test_vanilla_is_plain_static_batching() -> None:
@@ -40,6 +43,7 @@ def test_vanilla_is_plain_static_batching() -> None:
         ("oracle+fast", "unknown switch 'fast'"),
         ("vanilla+fcr", "vanilla takes no switches"),
         ("oracle+vbs+budget", "choose one of vbs and budget"),
+        ("oracle+fcr+resume", "choose one of fcr \\(restart\\) and resume"),
         ("seqsch", "needs a saved predictor"),
         ("pia", "needs a model"),
     ],

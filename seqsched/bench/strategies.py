@@ -3,10 +3,12 @@
     name     := base ("+" switch)*
     base     := vanilla | oracle | seqsch | pia
     switch   := vbs (the paper's VBS table) | budget (token-budget VBS) | fcr
+              | resume (FCR that keeps a failure's tokens and continues after them)
 
 A bare ``oracle``, ``seqsch`` or ``pia`` means the paper's full pipeline, ``+vbs+fcr``;
-with switches, exactly those apply (``oracle+fcr`` is fixed batches with FCR). ``vanilla``
-predicts every request at its limit and takes no switches.
+with switches, exactly those apply (``oracle+fcr`` is fixed batches with FCR, and
+``seqsch+vbs+resume`` the paper's pipeline with resuming FCR). ``vanilla`` predicts
+every request at its limit and takes no switches.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from seqsched.predict.margin import with_margin
 from seqsched.predict.oracle import OraclePredictor
 from seqsched.request import RequestStatus
 from seqsched.schedule import ScheduleConfig
-from seqsched.schedule.config import VBSMode
+from seqsched.schedule.config import FCRMode, VBSMode
 
 BASES = ("vanilla", "oracle", "seqsch", "pia")
-SWITCHES = ("vbs", "budget", "fcr")
+SWITCHES = ("vbs", "budget", "fcr", "resume")
 PAPER_SWITCHES = ("vbs", "fcr")
 
 
@@ -58,10 +60,13 @@ def make_strategy(name: str, ctx: StrategyContext) -> Strategy:
         return Strategy(name, ConstantPredictor(), dataclasses.replace(ctx.schedule, vbs="off", fcr=False), "limit")
     if "vbs" in switches and "budget" in switches:
         raise ValueError(f"strategy {name!r}: choose one of vbs and budget")
+    if "fcr" in switches and "resume" in switches:
+        raise ValueError(f"strategy {name!r}: choose one of fcr (restart) and resume")
     on = switches or list(PAPER_SWITCHES)
     vbs: VBSMode = "paper" if "vbs" in on else "budget" if "budget" in on else "off"
-    schedule = dataclasses.replace(ctx.schedule, vbs=vbs, fcr="fcr" in on)
-    detail = f"VBS {vbs}, FCR {'on' if schedule.fcr else 'off'}"
+    fcr_mode: FCRMode = "resume" if "resume" in on else "restart"
+    schedule = dataclasses.replace(ctx.schedule, vbs=vbs, fcr="fcr" in on or "resume" in on, fcr_mode=fcr_mode)
+    detail = f"VBS {vbs}, FCR {fcr_mode if schedule.fcr else 'off'}"
     if base == "oracle":
         if ctx.oracle_lengths is not None:
             return Strategy(name, OraclePredictor(ctx.oracle_lengths), schedule, f"true lengths, {detail}")

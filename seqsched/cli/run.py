@@ -33,6 +33,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--vbs", choices=["off", "paper", "budget"], default="off")
     p.add_argument("--token-budget", type=int, default=None, help="rows x predicted length, for --vbs budget")
     p.add_argument("--fcr", action="store_true", help="failure collection and recomputation")
+    p.add_argument(
+        "--fcr-mode",
+        choices=["restart", "resume"],
+        default="restart",
+        help="re-run an FCR failure from scratch (the paper) or continue after its kept tokens; "
+        "resume implies --fcr (default: %(default)s)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=512, help="limit for lines without max_tokens")
     p.add_argument("--margin-scale", type=float, default=1.0, help="safety margin: ceil(scale * p + add)")
     p.add_argument("--margin-add", type=float, default=0.0, help="safety margin, in tokens")
@@ -68,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
             group_size=args.group_size,
             vbs=args.vbs,
             token_budget=args.token_budget,
-            fcr=args.fcr,
+            fcr=args.fcr or args.fcr_mode == "resume",
+            fcr_mode=args.fcr_mode,
         ),
     )
     # SIGTERM becomes SystemExit, so a killed job still writes what it finished.

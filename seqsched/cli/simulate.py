@@ -54,7 +54,8 @@ def add_schedule_args(
         "--strategies",
         default=default_strategies,
         help="comma-separated, run in this order; each is vanilla, oracle, seqsch or pia, optionally "
-        "with +vbs, +budget, +fcr switches (bare oracle/seqsch/pia = +vbs+fcr) (default: %(default)s)",
+        "with +vbs, +budget, +fcr, +resume switches (bare oracle/seqsch/pia = +vbs+fcr; +resume is FCR "
+        "that continues after a failure's tokens) (default: %(default)s)",
     )
     p.add_argument("--predictor", type=Path, help="saved predictor directory, for seqsch")
     p.add_argument("--margin-scale", type=float, default=1.0, help="seqsch safety margin: ceil(scale * p + add)")

@@ -13,6 +13,10 @@ NOTE on what a run of a micro-batch means here:
   is automatic, per row, because ``target_len`` only exists for replay and simulation.
 - Sampled rows are drawn per row by ``RowSampler`` inside a greedy ``generate`` call, so
   a micro-batch may mix greedy and sampled rows with different params and seeds.
+- A row resumed by FCR (``Request.output_prefix``) is prompted with its prompt plus the
+  tokens it kept and generates only the rest. The prefill recomputes the kept tokens'
+  cache in one pass where decoding computed it a token at a time: the same values up to
+  kernel rounding, as with a change of batch mates.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class HFEngine(Engine):
         missing = [r.request_id for r in rows if not r.prompt_token_ids]
         if missing:
             raise ValueError(f"requests {missing[:5]} have no prompt tokens: call prepare() first")
-        limits = [min(batch.max_new_tokens, r.max_new_tokens) for r in rows]
+        limits = [min(batch.max_new_tokens, r.remaining_tokens) for r in rows]
         start = self._now()
         generated = self._generate(rows, limits)
         seconds = self._now() - start
@@ -120,16 +124,19 @@ class HFEngine(Engine):
     @torch.inference_mode()
     def _generate(self, rows: list[Request], limits: list[int]) -> list[list[int]]:
         """Each row's generated tokens, padding included, all of the batch's length."""
-        prompts = [r.prompt_token_ids or [] for r in rows]
+        # A resumed row continues after its kept tokens: the prefill recomputes their cache.
+        prompts = [[*(r.prompt_token_ids or []), *r.output_prefix] for r in rows]
         prompt_len = max(len(p) for p in prompts)
         input_ids = torch.tensor([[self.pad_token_id] * (prompt_len - len(p)) + p for p in prompts])
         attention_mask = torch.tensor([[0] * (prompt_len - len(p)) + [1] * len(p) for p in prompts])
         processors = LogitsProcessorList()
         if any(r.target_len is not None for r in rows):
-            processors.append(ReplayLengths(prompt_len, [r.target_len for r in rows], self.eos_token_ids))
+            targets = [None if r.target_len is None else r.target_len - len(r.output_prefix) for r in rows]
+            processors.append(ReplayLengths(prompt_len, targets, self.eos_token_ids))
         if any(not r.sampling.greedy for r in rows):
             seeds = [self.config.seed + r.index if r.sampling.seed is None else r.sampling.seed for r in rows]
-            processors.append(RowSampler([r.sampling for r in rows], seeds, self.device))
+            offsets = [len(r.output_prefix) for r in rows]
+            processors.append(RowSampler([r.sampling for r in rows], seeds, self.device, prompt_len, offsets))
         output = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=attention_mask.to(self.device),

@@ -6,8 +6,10 @@ share its batch. Instead, generate runs greedily and this processor, placed last
 each sampled row's token itself (its own temperature, top-p and ``torch.Generator``) and
 leaves only that token finite, so the argmax picks it. Greedy rows are untouched.
 
-A row's generator is seeded from the request alone, so a request draws the same tokens
-whatever batch it lands in, and an FCR re-run repeats the tokens of the failed run.
+The draw for a row's ``k``-th output token uses a generator seeded from the request's
+seed and ``k`` alone (a counter-based stream), so a request draws the same tokens
+whatever batch it lands in, an FCR restart repeats the tokens of the failed run, and an
+FCR resume continues exactly as an uncapped run would have.
 """
 
 from __future__ import annotations
@@ -20,20 +22,38 @@ from transformers import LogitsProcessor
 
 from seqsched.request import SamplingParams
 
+_MASK64 = (1 << 64) - 1
+
 
 class RowSampler(LogitsProcessor):
-    def __init__(self, params: Sequence[SamplingParams], seeds: Sequence[int], device: torch.device) -> None:
+    """``prompt_len`` is the batch's padded input length; ``offsets[i]`` is how many output
+    tokens row ``i`` generated before this call (kept by an FCR resume), so the first
+    token of this run is its output token number ``offsets[i]``."""
+
+    def __init__(
+        self,
+        params: Sequence[SamplingParams],
+        seeds: Sequence[int],
+        device: torch.device,
+        prompt_len: int,
+        offsets: Sequence[int] | None = None,
+    ) -> None:
         assert len(params) == len(seeds), f"{len(params)} sampling params for {len(seeds)} seeds"
         self.rows = [i for i, p in enumerate(params) if not p.greedy]
         self.params = list(params)
-        self.generators = {i: torch.Generator(device=device).manual_seed(seeds[i]) for i in self.rows}
+        self.seeds = list(seeds)
+        self.prompt_len = prompt_len
+        self.offsets = list(offsets) if offsets is not None else [0] * len(params)
+        self.generator = torch.Generator(device=device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not self.rows:
             return scores
+        step = input_ids.shape[1] - self.prompt_len
         out = scores.clone()
         for i in self.rows:
-            token = self._draw(scores[i], self.params[i], self.generators[i])
+            self.generator.manual_seed(_stream_seed(self.seeds[i], self.offsets[i] + step))
+            token = self._draw(scores[i], self.params[i], self.generator)
             out[i] = -float("inf")
             out[i, token] = 0.0
         return cast(torch.FloatTensor, out)
@@ -48,3 +68,11 @@ class RowSampler(LogitsProcessor):
             sorted_probs[drop] = 0.0
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def _stream_seed(seed: int, position: int) -> int:
+    """A well-mixed 63-bit seed for (seed, position): splitmix64's finalizer."""
+    z = (seed * 0x9E3779B97F4A7C15 + position + 1) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) >> 1

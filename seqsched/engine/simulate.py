@@ -15,7 +15,8 @@ from seqsched.schedule import MicroBatch
 class SimulatedEngine(Engine):
     """Runs micro-batches exactly as trace replay would, step for step, in modelled time.
 
-    Rows are left-padded to the batch's longest prompt, as a static-batch engine does.
+    Rows are left-padded to the batch's longest prompt, as a static-batch engine does; a
+    resumed row's prompt includes the tokens it kept, which the prefill recomputes.
     """
 
     name = "simulate"
@@ -32,6 +33,6 @@ class SimulatedEngine(Engine):
 
     def run(self, batch: MicroBatch, requests: Sequence[Request]) -> BatchRun:
         outcomes = trace_outcomes(batch, requests)
-        prompt_len = max(r.num_prompt_tokens for r in requests)
+        prompt_len = max(r.num_prompt_tokens + len(r.output_prefix) for r in requests)
         seconds = self.cost_model.batch_seconds(len(requests), prompt_len, outcomes[0].num_steps)
         return BatchRun(outcomes, seconds)

@@ -17,12 +17,15 @@ SIMULATED_TOKEN = 0
 
 def trace_outcomes(batch: MicroBatch, requests: Sequence[Request]) -> list[Outcome]:
     """Rows stop at their target length (finished) or at min(cap, own limit) (cut).
-    The batch runs until its longest row stops; every row is charged those steps."""
+    The batch runs until its longest row stops; every row is charged those steps.
+    A row that resumes after kept tokens has that many fewer left to produce."""
     produced = []
     for r in requests:
         assert r.target_len is not None, f"request {r.request_id!r} has no target length"
-        stop = min(batch.max_new_tokens, r.max_new_tokens)
-        produced.append((min(r.target_len, stop), r.target_len <= stop))
+        left = r.target_len - len(r.output_prefix)
+        assert left >= 1, f"request {r.request_id!r} kept {len(r.output_prefix)} of its {r.target_len} tokens"
+        stop = min(batch.max_new_tokens, r.remaining_tokens)
+        produced.append((min(left, stop), left <= stop))
     num_steps = max(n for n, _ in produced)
     return [
         Outcome(index=r.index, token_ids=[SIMULATED_TOKEN] * n, finished=done, num_steps=num_steps)

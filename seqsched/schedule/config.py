@@ -7,6 +7,8 @@ from typing import Literal
 
 VBSMode = Literal["off", "paper", "budget"]
 VBS_MODES: tuple[VBSMode, ...] = ("off", "paper", "budget")
+FCRMode = Literal["restart", "resume"]
+FCR_MODES: tuple[FCRMode, ...] = ("restart", "resume")
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,10 @@ class ScheduleConfig:
     - ``bin_size``: VBS buckets predicted lengths into cells of this many tokens.
     - ``fcr``: cap each micro-batch at its predicted maximum and re-run the requests
       that did not finish, with their full limit.
+    - ``fcr_mode``: how a failure is re-run. ``restart`` (the paper) throws its tokens
+      away and generates from scratch; ``resume`` keeps them and continues after prompt +
+      kept tokens, so only the KV cache is recomputed (one prefill) and no decode step is
+      lost. ``resume`` is how vLLM re-runs preempted requests.
     """
 
     batch_size: int = 16
@@ -31,6 +37,7 @@ class ScheduleConfig:
     token_budget: int | None = None  # default: batch_size * the group's largest limit
     max_batch_size: int = 256
     fcr: bool = False
+    fcr_mode: FCRMode = "restart"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -39,6 +46,8 @@ class ScheduleConfig:
             raise ValueError(f"group_size ({self.group_size}) must be >= 1")
         if self.vbs not in VBS_MODES:
             raise ValueError(f"vbs ({self.vbs!r}) must be one of {', '.join(VBS_MODES)}")
+        if self.fcr_mode not in FCR_MODES:
+            raise ValueError(f"fcr_mode ({self.fcr_mode!r}) must be one of {', '.join(FCR_MODES)}")
         if self.bin_size < 1:
             raise ValueError(f"bin_size ({self.bin_size}) must be >= 1")
         if self.token_budget is not None and self.token_budget < 1:

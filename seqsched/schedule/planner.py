@@ -14,6 +14,8 @@ share a micro-batch and few rows sit idle as padding while the longest one decod
   VBS). Rows that hit the cap without finishing are *failures*: the caller collects them
   and plans them again with :func:`plan_retries`, at their full limit, at the end of
   their group. Without FCR, every micro-batch may run to the largest limit of its rows.
+  A request's limit is what it may still generate (``Request.remaining_tokens``): its
+  ``max_new_tokens`` less any tokens an earlier run kept (``fcr_mode="resume"``).
 A constant predictor (vanilla) makes the sort a no-op, which gives plain static batching
 in input order.
 """
@@ -33,7 +35,7 @@ def plan_group(requests: Sequence[Request], cfg: ScheduleConfig) -> list[MicroBa
     if not requests:
         return []
     predicted = {r.index: _clamped_prediction(r) for r in requests}
-    limit = {r.index: r.max_new_tokens for r in requests}
+    limit = {r.index: r.remaining_tokens for r in requests}
     order = [r.index for r in sorted(requests, key=lambda r: (predicted[r.index], r.index))]
     if cfg.vbs == "off":
         chunks = [
@@ -54,7 +56,7 @@ def plan_group(requests: Sequence[Request], cfg: ScheduleConfig) -> list[MicroBa
 def plan_retries(requests: Sequence[Request], cfg: ScheduleConfig) -> list[MicroBatch]:
     """Plan FCR failures: ``batch_size`` rows at a time, in the given order, full limits."""
     indices = [r.index for r in requests]
-    limit = {r.index: r.max_new_tokens for r in requests}
+    limit = {r.index: r.remaining_tokens for r in requests}
     return [
         MicroBatch(tuple(rows), max(limit[i] for i in rows), is_retry=True)
         for rows in (indices[i : i + cfg.batch_size] for i in range(0, len(indices), cfg.batch_size))
@@ -68,13 +70,16 @@ def groups(requests: Sequence[Request], group_size: int) -> Iterator[list[Reques
 
 
 def is_failure(request: Request, batch: MicroBatch, finished: bool, num_output_tokens: int) -> bool:
-    """An FCR failure: stopped by a cap below the request's own limit, before its EOS."""
-    return not finished and batch.max_new_tokens < request.max_new_tokens and num_output_tokens >= batch.max_new_tokens
+    """An FCR failure: stopped by a cap below the request's own limit, before its EOS.
+    ``num_output_tokens`` counts this run's tokens; call it before the run's tokens are kept."""
+    return (
+        not finished and batch.max_new_tokens < request.remaining_tokens and num_output_tokens >= batch.max_new_tokens
+    )
 
 
 def _clamped_prediction(request: Request) -> int:
     assert request.predicted_len is not None, f"request {request.request_id!r} has no prediction"
-    return min(max(1, int(request.predicted_len)), request.max_new_tokens)
+    return min(max(1, int(request.predicted_len)), request.remaining_tokens)
 
 
 def _vbs_chunks(

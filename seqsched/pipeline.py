@@ -29,6 +29,7 @@ class BatchRecord:
     is_retry: bool
     num_failures: int
     seconds: float
+    num_discarded_tokens: int = 0  # tokens of FCR failures thrown away (restart; resume keeps them)
 
 
 @dataclass
@@ -102,7 +103,9 @@ class Pipeline:
         run = self.engine.run(batch, rows)
         assert [o.index for o in run.outcomes] == list(batch.indices), "outcomes out of row order"
         self._clock += run.seconds
-        failed = [r for r, o in zip(rows, run.outcomes, strict=True) if self._record(r, o, batch, started)]
+        failed_outcomes = [o for r, o in zip(rows, run.outcomes, strict=True) if self._record(r, o, batch, started)]
+        failed = [self._by_index[o.index] for o in failed_outcomes]
+        resumed = self.config.fcr_mode == "resume"
         self._report.batches.append(
             BatchRecord(
                 batch_size=batch.batch_size,
@@ -112,6 +115,7 @@ class Pipeline:
                 is_retry=batch.is_retry,
                 num_failures=len(failed),
                 seconds=run.seconds,
+                num_discarded_tokens=0 if resumed else sum(o.num_output_tokens for o in failed_outcomes),
             )
         )
         self._progress(len(rows) - len(failed))

@@ -43,6 +43,7 @@ def _strategies() -> list[Strategy]:
         # VBS (paper): these small groups make one batch each
         make_strategy("oracle", StrategyContext(base, oracle_lengths=known)),
         Strategy("oracle-fcr", OraclePredictor(known), dataclasses.replace(base, fcr=True)),
+        Strategy("oracle-resume", OraclePredictor(known), dataclasses.replace(base, fcr=True, fcr_mode="resume")),
     ]
 
 
@@ -65,16 +66,18 @@ def test_replay_matches_simulate_exactly(tiny_engine: Any) -> None:
             for x in (real, sim)
         ]
         assert shape[0] == shape[1]
-    vanilla, _, fcr = simulated.results
+    vanilla, _, fcr, resume = simulated.results
     assert fcr.metrics.failure_ratio > 0 and any(b.is_retry for b in fcr.report.batches)
     assert fcr.metrics.effective_token_ratio > vanilla.metrics.effective_token_ratio
+    assert resume.metrics.failure_ratio == fcr.metrics.failure_ratio
+    assert resume.metrics.effective_token_ratio > fcr.metrics.effective_token_ratio, "resume loses no decode step"
 
 
 def test_compare_with_simulation_reports_the_same_schedule(tiny_engine: Any) -> None:
     measured = _bench(tiny_engine)
     cost = StepCostModel(a=1e-3, b=0, c=0)
     rows = compare_with_simulation(measured, tiny_engine, trace_requests(_trace(), LIMIT), _strategies(), cost)
-    assert [r.name for r in rows] == ["vanilla", "oracle", "oracle-fcr"]
+    assert [r.name for r in rows] == ["vanilla", "oracle", "oracle-fcr", "oracle-resume"]
     assert all(r.same_schedule for r in rows)
     # One millisecond per decode step (the prefill yields each batch's first token, at no cost here).
     vanilla = measured.results[0].report
@@ -98,7 +101,15 @@ def test_token_steps_split_into_useful_padded_discarded() -> None:
         kept = sum(r.num_output_tokens for r in res.report.results)
         assert sum(p[0] for p in parts) == kept
         assert sum(p[0] for p in parts) / total == pytest.approx(res.metrics.effective_token_ratio)
+    restart, resume = (sum(p[2] for p in _token_steps_of(bench, n)) for n in ("oracle-fcr", "oracle-resume"))
+    assert restart > 0 and resume == 0, "a restart discards its failures' tokens, a resume keeps them"
     assert "x vanilla" in format_table(bench)
+
+
+def _token_steps_of(bench: BenchResult, name: str) -> list[tuple[int, int, int]]:
+    (res,) = [r for r in bench.results if r.strategy.name == name]
+    assert res.report.num_failures > 0, f"{name} should have FCR failures"
+    return [batch_token_steps(b) for b in res.report.batches]
 
 
 def _bench_argv(model: Path, prompts: Path, *extra: str) -> list[str]:
@@ -169,5 +180,5 @@ def test_progress_bars_count_every_request_of_every_run() -> None:
 
     bars: list[Bar] = []
     run_strategies(SimulatedEngine(), trace_requests(_trace(), LIMIT), _strategies(), repeat=2, progress=Bar)
-    assert [b.label for b in bars[:3]] == ["vanilla (1/2)", "oracle (1/2)", "oracle-fcr (1/2)"]
-    assert len(bars) == 6 and all(b.done == len(ACTUAL) and b.closed for b in bars)
+    assert [b.label for b in bars[:4]] == ["vanilla (1/2)", "oracle (1/2)", "oracle-fcr (1/2)", "oracle-resume (1/2)"]
+    assert len(bars) == 8 and all(b.done == len(ACTUAL) and b.closed for b in bars)

@@ -16,11 +16,11 @@ USEFUL, PADDED, DISCARDED = "#2b6cb0", "#cbd5e0", "#e53e3e"
 def batch_token_steps(batch: BatchRecord) -> tuple[int, int, int]:
     """(useful, padded, discarded) token-steps of one micro-batch.
 
-    Its rows are charged ``batch_size * num_steps`` token-steps. An FCR failure hit the
-    cap without its EOS, so it generated exactly ``max_new_tokens`` tokens, all thrown
-    away; the rest of the generated tokens are kept."""
+    Its rows are charged ``batch_size * num_steps`` token-steps. The tokens of an FCR
+    failure are discarded under a restart and kept under a resume; every other generated
+    token is kept."""
     total = batch.batch_size * batch.num_steps
-    discarded = batch.num_failures * batch.max_new_tokens
+    discarded = batch.num_discarded_tokens
     useful = batch.num_output_tokens - discarded
     assert useful >= 0 and useful + discarded <= total, f"inconsistent batch record {batch}"
     return useful, total - useful - discarded, discarded
@@ -68,6 +68,9 @@ def _throughput(ax: Any, bench: BenchResult) -> None:
                 va="bottom",
             )
     ax.margins(y=0.15)
+    ax.tick_params(axis="x", labelrotation=20)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
     ax.set_title("(c) throughput")
     ax.set_ylabel("requests / s")
 

@@ -54,6 +54,7 @@ def test_fcr_failures_rerun_at_the_full_limit_and_count_their_waste() -> None:
     m = compute_metrics(report)
     assert m.failure_ratio == pytest.approx(1 / 4)
     assert m.average_length == pytest.approx((48 + 8 + 30 + 30) / 4)
+    assert m.discarded_ratio == pytest.approx(8 / (48 + 8 + 30 + 30))
 
 
 def test_resumed_failures_keep_their_tokens_and_decode_only_the_rest() -> None:
@@ -74,6 +75,7 @@ def test_resumed_failures_keep_their_tokens_and_decode_only_the_rest() -> None:
     m = compute_metrics(report)
     assert m.failure_ratio == pytest.approx(1 / 4)
     assert m.effective_token_ratio == pytest.approx(85 / (40 + 8 + 30 + 30))
+    assert m.discarded_ratio == 0
 
 
 def test_a_resumed_request_fails_again_only_below_its_remaining_limit() -> None:

@@ -22,6 +22,7 @@ class Metrics:
     average_length: float  # decode steps per request, padding and FCR re-runs included
     effective_token_ratio: float  # sum of output tokens / sum of lengths
     failure_ratio: float  # FCR re-runs / requests
+    discarded_ratio: float  # token-steps of discarded FCR runs / sum of lengths (padding: the rest)
     predictor_overhead: float  # predictor seconds / wall seconds
     mean_output_tokens: float
     latency_mean: float
@@ -49,6 +50,7 @@ def compute_metrics(report: RunReport) -> Metrics:
         average_length=length / n if n else 0.0,
         effective_token_ratio=tokens / length if length else 0.0,
         failure_ratio=report.num_failures / n if n else 0.0,
+        discarded_ratio=sum(b.num_discarded_tokens for b in report.batches) / length if length else 0.0,
         predictor_overhead=report.predictor_seconds / wall if wall > 0 else 0.0,
         mean_output_tokens=tokens / n if n else 0.0,
         latency_mean=statistics.fmean(latencies),

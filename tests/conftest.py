@@ -40,3 +40,13 @@ def tiny_engine(tiny_model_dir: Path) -> HFEngine:
     from seqsched.engine.hf import HFEngine
 
     return HFEngine(EngineConfig(str(tiny_model_dir), device="cpu", dtype="float32"))
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_engine: HFEngine) -> list[list[int]]:
+    """Greedy tokens of each of ``tiny_requests()``, generated alone with plain ``generate``."""
+    from tests.tiny_model import generate_alone, tiny_requests
+
+    requests = tiny_requests()
+    tiny_engine.prepare(requests)
+    return [generate_alone(tiny_engine.model, r) for r in requests]

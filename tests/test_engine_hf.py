@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from seqsched.engine.config import EngineConfig
 from seqsched.engine.hf import HFEngine
@@ -24,32 +23,9 @@ from seqsched.predict.constant import ConstantPredictor
 from seqsched.predict.oracle import OraclePredictor
 from seqsched.request import Request, RequestStatus, SamplingParams
 from seqsched.schedule import MicroBatch, ScheduleConfig
-from tests.tiny_model import MAX_POSITION_EMBEDDINGS, prompts
+from tests.tiny_model import MAX_POSITION_EMBEDDINGS, NUM_REQUESTS, tiny_requests
 
-NUM_REQUESTS = 24
-LIMITS = (64, 48, 32, 20)  # per-request max_new_tokens, cycled
-
-
-def _requests(n: int = NUM_REQUESTS) -> list[Request]:
-    return [
-        Request(i, f"r{i}", prompt=p, max_new_tokens=LIMITS[i % len(LIMITS)]) for i, p in enumerate(prompts(n, seed=11))
-    ]
-
-
-def _alone(engine: HFEngine, request: Request) -> list[int]:
-    """The reference: plain greedy generate on the prompt by itself (no padding)."""
-    assert request.prompt_token_ids is not None
-    ids = torch.tensor([request.prompt_token_ids])
-    with torch.inference_mode():
-        out = engine.model.generate(ids, max_new_tokens=request.max_new_tokens, do_sample=False)
-    return list(map(int, out[0, ids.shape[1] :].tolist()))
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_engine: HFEngine) -> list[list[int]]:
-    requests = _requests()
-    tiny_engine.prepare(requests)
-    return [_alone(tiny_engine, r) for r in requests]
+_requests = tiny_requests
 
 
 def _eos(engine: HFEngine) -> int:

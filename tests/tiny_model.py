@@ -15,6 +15,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from seqsched.request import Request
+
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -106,3 +108,23 @@ def save_tiny_model(directory: str | Path, seed: int = 0, eos_scale: float = 1.0
     build_tiny_model(tokenizer, seed=seed, eos_scale=eos_scale).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+NUM_REQUESTS = 24
+LIMITS = (64, 48, 32, 20)  # per-request max_new_tokens, cycled
+
+
+def tiny_requests(n: int = NUM_REQUESTS) -> list[Request]:
+    """The engine tests' requests: prompts of the tiny model's corpus, varied limits."""
+    return [
+        Request(i, f"r{i}", prompt=p, max_new_tokens=LIMITS[i % len(LIMITS)]) for i, p in enumerate(prompts(n, seed=11))
+    ]
+
+
+def generate_alone(model: LlamaForCausalLM, request: Request) -> list[int]:
+    """The reference: plain greedy generate on the prompt by itself (no padding)."""
+    assert request.prompt_token_ids is not None
+    ids = torch.tensor([request.prompt_token_ids])
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=request.max_new_tokens, do_sample=False)
+    return list(map(int, out[0, ids.shape[1] :].tolist()))

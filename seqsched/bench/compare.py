@@ -38,12 +38,16 @@ def compare_with_simulation(
     strategies: Sequence[Strategy],
     cost_model: StepCostModel,
 ) -> list[Comparison]:
-    """Simulate ``strategies`` on ``requests`` with the prompt lengths ``engine`` tokenizes."""
+    """Simulate ``strategies`` on ``requests`` with the prompt lengths ``engine`` tokenizes.
+    Strategies that run themselves (continuous batching) have no plan to simulate: skipped."""
+    planned = [s for s in strategies if s.runner is None]
     prepared = fresh_copies(requests)
     engine.prepare(prepared)
-    simulated = run_strategies(SimulatedEngine(cost_model), prepared, _reusable(strategies, measured), warmup=False)
+    simulated = run_strategies(SimulatedEngine(cost_model), prepared, _reusable(planned, measured), warmup=False)
+    by_name = {r.strategy.name: r for r in measured.results}
     rows = []
-    for real, sim in zip(measured.results, simulated.results, strict=True):
+    for sim in simulated.results:
+        real = by_name[sim.strategy.name]
         a, b = real.metrics, sim.metrics
         same = (a.average_length, a.effective_token_ratio, a.failure_ratio) == (
             b.average_length,

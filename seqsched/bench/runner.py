@@ -35,12 +35,21 @@ class Progress(Protocol):
     def close(self) -> Any: ...
 
 
+class Runner(Protocol):
+    """Runs a whole request list itself, in place of the pipeline (continuous batching)."""
+
+    def run(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> RunReport: ...
+
+    def warmup(self, requests: Sequence[Request]) -> None: ...
+
+
 @dataclass
 class Strategy:
     name: str
     predictor: PredictorSource
     schedule: ScheduleConfig
     description: str = ""
+    runner: Runner | None = None  # None: the pipeline with this predictor and schedule
 
 
 @dataclass
@@ -92,6 +101,9 @@ def run_strategies(
         raise ValueError(f"strategy names must be unique, got {names}")
     if warmup:
         _warmup(engine, requests, strategies[0].schedule)
+        for s in strategies:
+            if s.runner is not None:
+                s.runner.warmup(requests)
     predictors: dict[str, LengthPredictor] = {}
     runs: dict[str, list[RunReport]] = {name: [] for name in names}
     for rep in range(repeat):
@@ -101,9 +113,12 @@ def run_strategies(
                 source = s.predictor
                 predictors[s.name] = source if isinstance(source, LengthPredictor) else source(done)
             bar = progress(f"{s.name} ({rep + 1}/{repeat})") if progress is not None else None
-            pipeline = Pipeline(engine, predictors[s.name], s.schedule, bar.update if bar is not None else None)
+            update = bar.update if bar is not None else None
             try:
-                report = pipeline.run(fresh_copies(requests))
+                if s.runner is not None:
+                    report = s.runner.run(fresh_copies(requests), update)
+                else:
+                    report = Pipeline(engine, predictors[s.name], s.schedule, update).run(fresh_copies(requests))
             finally:
                 if bar is not None:
                     bar.close()

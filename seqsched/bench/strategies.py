@@ -1,14 +1,16 @@
 """Strategy names for `bench` and `simulate`: a predictor plus scheduler switches.
 
     name     := base ("+" switch)*
-    base     := vanilla | oracle | seqsch | pia
+    base     := vanilla | oracle | seqsch | pia | continuous
     switch   := vbs (the paper's VBS table) | budget (token-budget VBS) | fcr
               | resume (FCR that keeps a failure's tokens and continues after them)
 
 A bare ``oracle``, ``seqsch`` or ``pia`` means the paper's full pipeline, ``+vbs+fcr``;
 with switches, exactly those apply (``oracle+fcr`` is fixed batches with FCR, and
 ``seqsch+vbs+resume`` the paper's pipeline with resuming FCR). ``vanilla`` predicts
-every request at its limit and takes no switches.
+every request at its limit and takes no switches. ``continuous`` is not static batching at
+all: transformers' continuous batching on the serving model (``engine/continuous.py``), the
+baseline of today's serving engines; it takes no switches either.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from seqsched.request import RequestStatus
 from seqsched.schedule import ScheduleConfig
 from seqsched.schedule.config import FCRMode, VBSMode
 
-BASES = ("vanilla", "oracle", "seqsch", "pia")
+BASES = ("vanilla", "oracle", "seqsch", "pia", "continuous")
 SWITCHES = ("vbs", "budget", "fcr", "resume")
 PAPER_SWITCHES = ("vbs", "fcr")
 
@@ -54,9 +56,11 @@ def make_strategy(name: str, ctx: StrategyContext) -> Strategy:
     unknown = [s for s in switches if s not in SWITCHES]
     if unknown:
         raise ValueError(f"strategy {name!r}: unknown switch {unknown[0]!r}; choose from {', '.join(SWITCHES)}")
+    if base in ("vanilla", "continuous") and switches:
+        raise ValueError(f"strategy {name!r}: {base} takes no switches")
+    if base == "continuous":
+        return _continuous(name, ctx)
     if base == "vanilla":
-        if switches:
-            raise ValueError(f"strategy {name!r}: vanilla takes no switches")
         return Strategy(name, ConstantPredictor(), dataclasses.replace(ctx.schedule, vbs="off", fcr=False), "limit")
     if "vbs" in switches and "budget" in switches:
         raise ValueError(f"strategy {name!r}: choose one of vbs and budget")
@@ -72,6 +76,15 @@ def make_strategy(name: str, ctx: StrategyContext) -> Strategy:
             return Strategy(name, OraclePredictor(ctx.oracle_lengths), schedule, f"true lengths, {detail}")
         return Strategy(name, _oracle_from_vanilla, schedule, f"lengths of the vanilla run, {detail}")
     return Strategy(name, _learned(base, ctx), schedule, f"{_source(base, ctx)}, {detail}")
+
+
+def _continuous(name: str, ctx: StrategyContext) -> Strategy:
+    if getattr(ctx.engine, "model", None) is None:
+        raise ValueError(f"strategy {name!r} runs continuous batching on a model: it needs one (not the simulator)")
+    from seqsched.engine.continuous import ContinuousBatching
+
+    runner = ContinuousBatching(ctx.engine, max_requests=ctx.schedule.max_batch_size)
+    return Strategy(name, ConstantPredictor(), ctx.schedule, "transformers continuous batching", runner=runner)
 
 
 def lengths_from_report(report: RunReport) -> dict[str, int]:

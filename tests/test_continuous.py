@@ -1,0 +1,76 @@
+"""The continuous-batching baseline on the tiny model, checked against plain ``generate``."""
+
+from __future__ import annotations
+
+import pytest
+
+from seqsched.bench.runner import differing_outputs, run_strategies
+from seqsched.bench.strategies import StrategyContext, make_strategy
+from seqsched.engine.continuous import ContinuousBatching
+from seqsched.engine.hf import HFEngine
+from seqsched.request import Request, RequestStatus, SamplingParams
+from seqsched.schedule import ScheduleConfig
+from tests.tiny_model import tiny_requests as _requests
+
+
+def test_returns_the_tokens_of_generating_alone_in_input_order(
+    tiny_engine: HFEngine, reference: list[list[int]]
+) -> None:
+    done: list[int] = []
+    report = ContinuousBatching(tiny_engine).run(_requests(), progress=done.append)
+    assert sum(done) == len(reference)
+    assert report.wall_seconds > 0
+    for i, result in enumerate(report.results):
+        assert result.request.index == i
+        assert result.token_ids == reference[i], f"request {i} differs from generating alone"
+        ended = bool(reference[i]) and reference[i][-1] == tiny_engine.eos_token_ids[0]
+        assert result.status == (RequestStatus.FINISHED_STOPPED if ended else RequestStatus.FINISHED_LENGTH)
+        assert result.length == len(reference[i]), "nothing pads a continuously batched request"
+        assert 0 < result.completed_at <= report.wall_seconds
+
+
+def test_a_bad_request_fails_alone(tiny_engine: HFEngine, reference: list[list[int]]) -> None:
+    requests = _requests(3)
+    requests[1] = Request(1, "r1", prompt="x " * 5000, max_new_tokens=8)
+    report = ContinuousBatching(tiny_engine).run(requests)
+    assert report.results[1].status == RequestStatus.FINISHED_ERROR
+    assert "exceeds the model's context" in (report.results[1].request.error or "")
+    assert [report.results[i].token_ids for i in (0, 2)] == [reference[0], reference[2]]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sampling": SamplingParams(temperature=0.7)}, "greedy requests only; sampled: \\['r0'\\]"),
+        ({"target_len": 5}, "cannot force trace lengths"),
+    ],
+)
+def test_unsupported_requests_are_named(tiny_engine: HFEngine, change: dict, message: str) -> None:
+    requests = _requests(2)
+    for key, value in change.items():
+        setattr(requests[0], key, value)
+    with pytest.raises(ValueError, match=message):
+        ContinuousBatching(tiny_engine).run(requests)
+
+
+def test_bench_runs_it_beside_static_batching(tiny_engine: HFEngine) -> None:
+    ctx = StrategyContext(ScheduleConfig(batch_size=4), tiny_engine)
+    strategies = [make_strategy(name, ctx) for name in ("vanilla", "continuous")]
+    bench = run_strategies(tiny_engine, _requests(8), strategies)
+    assert differing_outputs(bench) == []
+    vanilla, continuous = (r.metrics for r in bench.results)
+    assert continuous.effective_token_ratio == 1.0 and vanilla.effective_token_ratio < 1.0
+    assert continuous.mean_output_tokens == vanilla.mean_output_tokens
+
+
+def test_it_needs_a_model_and_takes_no_switches() -> None:
+    with pytest.raises(ValueError, match="needs one \\(not the simulator\\)"):
+        make_strategy("continuous", StrategyContext(ScheduleConfig()))
+    with pytest.raises(ValueError, match="continuous takes no switches"):
+        make_strategy("continuous+fcr", StrategyContext(ScheduleConfig()))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"max_requests": 0}, "max_requests"), ({"max_batch_tokens": 0}, "max_batch_tokens")])
+def test_bad_sizes_are_named(tiny_engine: HFEngine, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=f"{message} \\(0\\) must be >= 1"):
+        ContinuousBatching(tiny_engine, **kwargs)

@@ -70,7 +70,7 @@ def test_it_needs_a_model_and_takes_no_switches() -> None:
         make_strategy("continuous+fcr", StrategyContext(ScheduleConfig()))
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"max_requests": 0}, "max_requests"), ({"max_batch_tokens": 0}, "max_batch_tokens")])
-def test_bad_sizes_are_named(tiny_engine: HFEngine, kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=f"{message} \\(0\\) must be >= 1"):
-        ContinuousBatching(tiny_engine, **kwargs)
+@pytest.mark.parametrize("field", ["max_requests", "max_batch_tokens"])
+def test_bad_sizes_are_named(tiny_engine: HFEngine, field: str) -> None:
+    with pytest.raises(ValueError, match=f"{field} \\(0\\) must be >= 1"):
+        ContinuousBatching(tiny_engine, **{field: 0})

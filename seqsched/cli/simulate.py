@@ -55,7 +55,8 @@ def add_schedule_args(
         default=default_strategies,
         help="comma-separated, run in this order; each is vanilla, oracle, seqsch or pia, optionally "
         "with +vbs, +budget, +fcr, +resume switches (bare oracle/seqsch/pia = +vbs+fcr; +resume is FCR "
-        "that continues after a failure's tokens) (default: %(default)s)",
+        "that continues after a failure's tokens); or continuous (transformers' continuous batching, "
+        "live models only) (default: %(default)s)",
     )
     p.add_argument("--predictor", type=Path, help="saved predictor directory, for seqsch")
     p.add_argument("--margin-scale", type=float, default=1.0, help="seqsch safety margin: ceil(scale * p + add)")

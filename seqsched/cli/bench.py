@@ -5,9 +5,9 @@ Modes:
 - live (default): the model generates until EOS on the prompts (--prompts, or the
   built-in default workload). With no --model, --prompts or --trace, the built-in model
   runs the built-in workload (max 256 new tokens) as vanilla, seqsch (the shipped
-  predictor), seqsch+vbs+resume (the same, with resuming FCR) and oracle. The oracle
-  knows the lengths of the vanilla run of the same bench (list vanilla first), or those
-  of --oracle-lengths.
+  predictor), seqsch+vbs+resume (the same, with resuming FCR), oracle, and continuous
+  (transformers' continuous batching). The oracle knows the lengths of the vanilla run
+  of the same bench (list vanilla first), or those of --oracle-lengths.
 - replay (--trace T --mode replay): prompts and output lengths come from a length
   trace; the model is forced to end each response exactly at its trace length.
 """
@@ -113,7 +113,7 @@ def _fill_defaults(args: argparse.Namespace) -> None:
         args.predictor = DEFAULT_PREDICTOR
     if args.strategies is None:
         learned = args.predictor is not None
-        args.strategies = "vanilla,seqsch,seqsch+vbs+resume,oracle" if learned else "vanilla,oracle"
+        args.strategies = "vanilla,seqsch,seqsch+vbs+resume,oracle,continuous" if learned else "vanilla,oracle"
     if args.max_new_tokens is None:
         args.max_new_tokens = BUILTIN_MAX_NEW_TOKENS if builtin else 512
 

@@ -86,6 +86,9 @@ def _batches(ax: Any, bench: BenchResult) -> None:
                     segments[kind].append((x, width))
                     x += width
             edges.append(x)
+        if not res.report.batches:  # continuous batching: no micro-batches, and nothing padded
+            x = sum(r.num_output_tokens for r in res.report.results)
+            segments[0].append((0, x))
         for spans, color in zip(segments, (USEFUL, PADDED, DISCARDED), strict=True):
             ax.broken_barh(spans, (y - 0.3, 0.6), facecolors=color, edgecolor="none")
         ax.vlines(edges, y - 0.3, y + 0.3, colors="white", linewidth=0.3)

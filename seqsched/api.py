@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -25,6 +26,7 @@ from seqsched.data.batch_io import (
     write_jsonl,
 )
 from seqsched.data.traces import read_length_map
+from seqsched.distributed import RayConfig
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.predict.base import LengthPredictor
 from seqsched.predict.constant import ConstantPredictor
@@ -72,6 +74,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     margin_scale: float = 1.0  # safety margin on a learned predictor: ceil(scale * p + add)
     margin_add: float = 0.0
+    ray: RayConfig | None = None  # None: run in this process; else replicas on Ray
 
     def __post_init__(self) -> None:
         if self.strategy is None:
@@ -112,11 +115,12 @@ def run(
     max_new_tokens: int = 512,
     resume: bool = False,
     progress: Progress | None = None,
+    ray: RayConfig | None = None,
     **options: Any,
 ) -> RunSummary:
     """Answer ``input_path`` into ``output_path``. Other keyword options are fields of
     :class:`ScheduleConfig` (``batch_size``, ``fcr``, ...) or of ``EngineConfig``
-    (``device``, ``dtype``, ...)."""
+    (``device``, ``dtype``, ...). ``ray=RayConfig(num_workers=4)`` runs on Ray replicas."""
     from seqsched.engine.config import EngineConfig
 
     schedule_keys = {f.name for f in dataclasses.fields(ScheduleConfig)}
@@ -133,6 +137,7 @@ def run(
         oracle_lengths=Path(oracle_lengths) if oracle_lengths is not None else None,
         max_new_tokens=max_new_tokens,
         resume=resume,
+        ray=ray,
         schedule=ScheduleConfig(**{k: v for k, v in options.items() if k in schedule_keys}),
     )
     return execute(config, progress)
@@ -164,9 +169,7 @@ def execute(config: RunConfig, progress: Progress | None = None) -> RunSummary:
     report = RunReport(results=[])
     finished: list[Result] = []
     if todo:
-        engine = _engine(config.engine)
-        predictor = _predictor(config, engine)
-        engine.warmup(todo)  # so the first micro-batch's timing is not the kernels' start-up
+        run_requests = _local_runner(config, todo) if config.ray is None else _ray_runner(config)
         if progress is not None:
             progress.total = len(todo)
             progress.refresh()
@@ -181,11 +184,8 @@ def execute(config: RunConfig, progress: Progress | None = None) -> RunSummary:
                     log.write(json.dumps(line, ensure_ascii=False) + "\n")
                     log.flush()
 
-            pipeline = Pipeline(
-                engine, predictor, config.schedule, progress.update if progress else None, on_result=save
-            )
             try:
-                report = pipeline.run(todo)
+                report = run_requests(todo, progress.update if progress else None, save)
             except BaseException:
                 write_jsonl(config.output_path, _lines(requests, errors, answered, finished, model_name))
                 raise
@@ -203,6 +203,38 @@ def execute(config: RunConfig, progress: Progress | None = None) -> RunSummary:
     )
 
 
+RunRequests = Callable[[list[Request], Callable[[int], None] | None, Callable[[Result], None]], RunReport]
+
+
+def _local_runner(config: RunConfig, todo: list[Request]) -> RunRequests:
+    """The pipeline in this process. The model loads now, before any output is touched."""
+    engine = build_engine(config.engine)
+    predictor = build_predictor(config, engine)
+    engine.warmup(todo)  # so the first micro-batch's timing is not the kernels' start-up
+
+    def run_requests(
+        requests: list[Request], progress: Callable[[int], None] | None, on_result: Callable[[Result], None]
+    ) -> RunReport:
+        return Pipeline(engine, predictor, config.schedule, progress, on_result=on_result).run(requests)
+
+    return run_requests
+
+
+def _ray_runner(config: RunConfig) -> RunRequests:
+    """Replicas on Ray (``seqsched.distributed``); each worker loads its own model."""
+    from seqsched.distributed import run_on_ray
+
+    assert config.ray is not None
+    ray_config = config.ray
+
+    def run_requests(
+        requests: list[Request], progress: Callable[[int], None] | None, on_result: Callable[[Result], None]
+    ) -> RunReport:
+        return run_on_ray(config, ray_config, requests, progress, on_result)
+
+    return run_requests
+
+
 def journal_path(output_path: Path) -> Path:
     """Where answers are appended as they finish, until the ordered output is written."""
     return output_path.with_name(output_path.name + ".partial")
@@ -218,7 +250,8 @@ def _check_oracle(config: RunConfig, todo: list[Request]) -> None:
         raise ValueError(f"{config.oracle_lengths}: no length for {len(missing)} request(s): {shown}")
 
 
-def _predictor(config: RunConfig, engine: Engine) -> LengthPredictor:
+def build_predictor(config: RunConfig, engine: Engine) -> LengthPredictor:
+    """The job's predictor: constant (vanilla), oracle lengths, or a saved one with a margin."""
     if config.strategy == "vanilla":
         return ConstantPredictor()
     if config.oracle_lengths is not None:
@@ -231,7 +264,8 @@ def _predictor(config: RunConfig, engine: Engine) -> LengthPredictor:
     return with_margin(predictor, config.margin_scale, config.margin_add)
 
 
-def _engine(config: EngineConfig) -> Engine:
+def build_engine(config: EngineConfig) -> Engine:
+    """Load the serving model (an ``HFEngine``); a bad model path raises FileNotFoundError."""
     from seqsched.engine.hf import HFEngine  # imports torch
 
     try:

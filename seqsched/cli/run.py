@@ -47,6 +47,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--resume", action="store_true", help="keep the answered lines of OUTPUT; run the rest")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="run on Ray: this many engine replicas, scheduling groups dealt out (default: one process, no Ray)",
+    )
+    p.add_argument("--worker-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica")
+    p.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs Ray reserves per replica")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
     p.set_defaults(func=main)
 
 
@@ -54,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from seqsched.api import RunConfig, execute, resolve_model
+    from seqsched.distributed import RayConfig
     from seqsched.engine.config import EngineConfig
     from seqsched.schedule import ScheduleConfig
 
@@ -68,6 +78,9 @@ def main(args: argparse.Namespace) -> int:
         oracle_lengths=args.oracle_lengths,
         max_new_tokens=args.max_new_tokens,
         resume=args.resume,
+        ray=None
+        if args.workers is None
+        else RayConfig(args.workers, num_cpus=args.worker_cpus, num_gpus=args.worker_gpus, address=args.ray_address),
         margin_scale=args.margin_scale,
         margin_add=args.margin_add,
         schedule=ScheduleConfig(

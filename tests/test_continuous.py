@@ -74,3 +74,19 @@ def test_it_needs_a_model_and_takes_no_switches() -> None:
 def test_bad_sizes_are_named(tiny_engine: HFEngine, field: str) -> None:
     with pytest.raises(ValueError, match=f"{field} \\(0\\) must be >= 1"):
         ContinuousBatching(tiny_engine, **{field: 0})
+
+
+def test_a_bench_refuses_replay_before_any_strategy_runs(tiny_engine: HFEngine) -> None:
+    requests = _requests(4)
+    for r in requests:
+        r.target_len = 3
+    ctx = StrategyContext(ScheduleConfig(batch_size=4), tiny_engine)
+    ran: list[str] = []
+    with pytest.raises(ValueError, match="cannot force trace lengths"):
+        run_strategies(
+            tiny_engine,
+            requests,
+            [make_strategy(n, ctx) for n in ("vanilla", "continuous")],
+            on_run=lambda name, *_: ran.append(name),
+        )
+    assert ran == []

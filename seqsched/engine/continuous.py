@@ -75,7 +75,9 @@ class ContinuousBatching:
         return report
 
     def warmup(self, requests: Sequence[Request]) -> None:
-        """One short untimed run on copies of the first requests (allocator, kernels)."""
+        """Check that every request is supported (before any strategy of a bench runs), then
+        one short untimed run on copies of the first requests (allocator, kernels)."""
+        _check_supported(requests)
         copies = [dataclasses.replace(r, max_new_tokens=min(r.max_new_tokens, 4)) for r in requests[:2]]
         self.run(copies)
 

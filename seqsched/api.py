@@ -9,6 +9,7 @@ per input line, in input order. Nothing here imports torch until a model is load
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -225,14 +226,7 @@ def _ray_runner(config: RunConfig) -> RunRequests:
     from seqsched.distributed import run_on_ray
 
     assert config.ray is not None
-    ray_config = config.ray
-
-    def run_requests(
-        requests: list[Request], progress: Callable[[int], None] | None, on_result: Callable[[Result], None]
-    ) -> RunReport:
-        return run_on_ray(config, ray_config, requests, progress, on_result)
-
-    return run_requests
+    return functools.partial(run_on_ray, config, config.ray)
 
 
 def journal_path(output_path: Path) -> Path:

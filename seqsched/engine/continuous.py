@@ -133,17 +133,13 @@ class ContinuousBatching:
         if output.error is not None:
             request.fail(f"continuous batching: {output.error}")
             return
-        tokens = [int(t) for t in output.generated_tokens][: request.max_new_tokens]
-        eos = set(self.engine.eos_token_ids)
-        ended = next((i for i, t in enumerate(tokens) if t in eos), None)
-        if ended is not None:
-            tokens = tokens[: ended + 1]
+        tokens, ended = self.engine.cut([int(t) for t in output.generated_tokens], request.max_new_tokens)
         result.token_ids = tokens
         result.text = self.engine.decode(tokens)
         result.length = len(tokens)
         result.num_runs = 1
         result.completed_at = finished_at
-        request.status = RequestStatus.FINISHED_STOPPED if ended is not None else RequestStatus.FINISHED_LENGTH
+        request.status = RequestStatus.FINISHED_STOPPED if ended else RequestStatus.FINISHED_LENGTH
 
 
 def _check_supported(requests: Sequence[Request]) -> None:

@@ -82,7 +82,7 @@ class HFEngine(Engine):
         outcomes = [
             Outcome(r.index, tokens, finished, num_steps)
             for r, (tokens, finished) in zip(
-                rows, (self._cut(g, n) for g, n in zip(generated, limits, strict=True)), strict=True
+                rows, (self.cut(g, n) for g, n in zip(generated, limits, strict=True)), strict=True
             )
         ]
         return BatchRun(outcomes, seconds)
@@ -153,7 +153,7 @@ class HFEngine(Engine):
         )
         return [list(map(int, row)) for row in output[:, prompt_len:].tolist()]
 
-    def _cut(self, generated: list[int], limit: int) -> tuple[list[int], bool]:
+    def cut(self, generated: list[int], limit: int) -> tuple[list[int], bool]:
         """A row's own tokens: up to its limit, and up to and including its first EOS."""
         tokens = generated[:limit]
         eos = set(self.eos_token_ids)

@@ -1,9 +1,11 @@
-"""The top-level loop: predict lengths -> plan micro-batches -> run each -> collect
-failures -> re-run them (from scratch, or resuming after their kept tokens) -> restore
-input order.
+"""The top-level loop: predict lengths -> plan -> run -> collect failures -> re-run them
+-> restore input order.
 
-The same loop drives every engine (live HF generation, trace replay, the simulator), so
-a simulated number and a measured one come from the same schedule.
+The same loop drives every engine, so a simulated number and a measured one come from
+the same schedule. A static engine (HF ``generate``, trace replay, the simulator) gets
+micro-batches, group by group, and FCR re-runs; a continuous-batching engine (vLLM,
+transformers' continuous batching, the simulated one) gets one stream plan (an order,
+priorities, an admission rule) and reports each request as it finishes.
 """
 
 from __future__ import annotations
@@ -13,9 +15,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from seqsched.engine.base import Engine
+from seqsched.engine.stream import StreamEngine
 from seqsched.predict.base import LengthPredictor
 from seqsched.request import Outcome, Request, RequestStatus, Result
-from seqsched.schedule import MicroBatch, ScheduleConfig, groups, is_failure, plan_group, plan_retries
+from seqsched.schedule import (
+    MicroBatch,
+    ScheduleConfig,
+    groups,
+    is_failure,
+    plan_group,
+    plan_retries,
+    plan_stream,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,7 @@ class RunReport:
     batches: list[BatchRecord] = field(default_factory=list)
     wall_seconds: float = 0.0
     predictor_seconds: float = 0.0
+    num_preemptions: int | None = None  # continuous engines that count them
 
     @property
     def num_failures(self) -> int:
@@ -49,7 +61,7 @@ class Pipeline:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | StreamEngine,
         predictor: LengthPredictor,
         config: ScheduleConfig,
         progress: Callable[[int], None] | None = None,
@@ -76,13 +88,39 @@ class Pipeline:
             self._finish(res)
         self._progress(len(rejected))
         runnable = [r for r in requests if not r.status.is_finished]
-        for group in groups(runnable, self.config.group_size):
-            self._predict(group)
-            failed = [f for batch in plan_group(group, self.config) for f in self._run(batch)]
-            for batch in plan_retries(failed, self.config):
-                assert not self._run(batch), "a full-limit re-run cannot fail"
+        if isinstance(self.engine, StreamEngine):
+            self._run_stream(self.engine, runnable)
+        else:
+            for group in groups(runnable, self.config.group_size):
+                self._predict(group)
+                failed = [f for batch in plan_group(group, self.config) for f in self._run(self.engine, batch)]
+                for batch in plan_retries(failed, self.config):
+                    assert not self._run(self.engine, batch), "a full-limit re-run cannot fail"
         self._report.wall_seconds = self._clock
         return self._report
+
+    def _run_stream(self, engine: StreamEngine, requests: list[Request]) -> None:
+        """Continuous batching: predict (unless the plan is plain fcfs), plan one order for
+        the whole stream, and let the engine run it; each answer is final when it comes."""
+        if not requests:
+            return
+        if self.config.policy != "fcfs" or self.config.admission != "none":
+            for group in groups(requests, self.config.group_size):
+                self._predict(group)
+        plan = plan_stream(requests, self.config, engine.kv_capacity, engine.block_size)
+        started = self._clock
+
+        def record(outcome: Outcome) -> None:
+            request, result = self._by_index[outcome.index], self._results[outcome.index]
+            result.scheduled_at = started + outcome.scheduled_at
+            result.num_runs = 1
+            result.length = outcome.num_steps
+            self._complete(request, result, outcome, started + outcome.completed_at)
+            self._progress(1)
+
+        run = engine.run_stream(plan, requests, record)
+        self._clock = started + run.seconds
+        self._report.num_preemptions = run.num_preemptions
 
     def _predict(self, group: list[Request]) -> None:
         start = time.perf_counter()
@@ -94,13 +132,13 @@ class Pipeline:
         self._clock += seconds
         self._report.predictor_seconds += seconds
 
-    def _run(self, batch: MicroBatch) -> list[Request]:
+    def _run(self, engine: Engine, batch: MicroBatch) -> list[Request]:
         """Run one micro-batch; return its FCR failures."""
         rows = [self._by_index[i] for i in batch.indices]
         for r in rows:
             r.status = RequestStatus.RUNNING
         started = self._clock
-        run = self.engine.run(batch, rows)
+        run = engine.run(batch, rows)
         assert [o.index for o in run.outcomes] == list(batch.indices), "outcomes out of row order"
         self._clock += run.seconds
         failed_outcomes = [o for r, o in zip(rows, run.outcomes, strict=True) if self._record(r, o, batch, started)]
@@ -135,12 +173,15 @@ class Pipeline:
                 result.num_wasted_steps += outcome.num_steps
             request.status = RequestStatus.WAITING
             return True
+        self._complete(request, result, outcome, self._clock)
+        return False
+
+    def _complete(self, request: Request, result: Result, outcome: Outcome, completed_at: float) -> None:
         result.token_ids = [*request.output_prefix, *outcome.token_ids]
         result.text = self.engine.decode(result.token_ids)
-        result.completed_at = self._clock
+        result.completed_at = completed_at
         request.status = RequestStatus.FINISHED_STOPPED if outcome.finished else RequestStatus.FINISHED_LENGTH
         self._finish(result)
-        return False
 
     def _finish(self, result: Result) -> None:
         if self.on_result is not None:

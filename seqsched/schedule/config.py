@@ -9,6 +9,11 @@ VBSMode = Literal["off", "paper", "budget"]
 VBS_MODES: tuple[VBSMode, ...] = ("off", "paper", "budget")
 FCRMode = Literal["restart", "resume"]
 FCR_MODES: tuple[FCRMode, ...] = ("restart", "resume")
+Policy = Literal["fcfs", "sjf", "ljf"]
+POLICIES: tuple[Policy, ...] = ("fcfs", "sjf", "ljf")
+Admission = Literal["none", "kv"]
+ADMISSIONS: tuple[Admission, ...] = ("none", "kv")
+DEFAULT_MAX_BYPASS = 1024
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,19 @@ class ScheduleConfig:
       away and generates from scratch; ``resume`` keeps them and continues after prompt +
       kept tokens, so only the KV cache is recomputed (one prefill) and no decode step is
       lost. ``resume`` is how vLLM re-runs preempted requests.
+
+    Continuous-batching engines (vLLM, transformers' continuous batching, the simulated
+    one) take a stream plan instead of micro-batches (``schedule/stream.py``):
+    - ``policy``: the admission order. ``fcfs`` (input order: the plain engine), ``sjf``
+      (shortest predicted first: mean completion time) or ``ljf`` (longest predicted
+      first: makespan).
+    - ``max_bypass``: the aging bound of ``sjf``/``ljf``. No request is overtaken by more
+      than this many requests that came after it in the input, so nothing starves, as
+      the static pipeline's group window bounds waiting. ``None``: no bound.
+    - ``admission``: ``none`` (the engine admits what its own limits allow) or ``kv``
+      (admit a request only while the admitted requests' prompt + ``kv_margin`` x
+      predicted output fit the engine's KV cache; on under-prediction the engine's own
+      preemption is the fallback).
     """
 
     batch_size: int = 16
@@ -38,6 +56,10 @@ class ScheduleConfig:
     max_batch_size: int = 256
     fcr: bool = False
     fcr_mode: FCRMode = "restart"
+    policy: Policy = "fcfs"
+    max_bypass: int | None = DEFAULT_MAX_BYPASS
+    admission: Admission = "none"
+    kv_margin: float = 1.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -48,6 +70,14 @@ class ScheduleConfig:
             raise ValueError(f"vbs ({self.vbs!r}) must be one of {', '.join(VBS_MODES)}")
         if self.fcr_mode not in FCR_MODES:
             raise ValueError(f"fcr_mode ({self.fcr_mode!r}) must be one of {', '.join(FCR_MODES)}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy ({self.policy!r}) must be one of {', '.join(POLICIES)}")
+        if self.admission not in ADMISSIONS:
+            raise ValueError(f"admission ({self.admission!r}) must be one of {', '.join(ADMISSIONS)}")
+        if self.max_bypass is not None and self.max_bypass < 0:
+            raise ValueError(f"max_bypass ({self.max_bypass}) must be >= 0 or None")
+        if not self.kv_margin > 0:
+            raise ValueError(f"kv_margin ({self.kv_margin}) must be > 0")
         if self.bin_size < 1:
             raise ValueError(f"bin_size ({self.bin_size}) must be >= 1")
         if self.token_budget is not None and self.token_budget < 1:

@@ -118,7 +118,12 @@ class Pipeline:
             self._complete(request, result, outcome, started + outcome.completed_at)
             self._progress(1)
 
-        run = engine.run_stream(plan, requests, record)
+        def fail(index: int, message: str) -> None:
+            self._by_index[index].fail(message)
+            self._finish(self._results[index])
+            self._progress(1)
+
+        run = engine.run_stream(plan, requests, record, fail)
         self._clock = started + run.seconds
         self._report.num_preemptions = run.num_preemptions
 

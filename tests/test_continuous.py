@@ -1,4 +1,5 @@
-"""The continuous-batching baseline on the tiny model, checked against plain ``generate``."""
+"""transformers' continuous batching on the tiny model, driven by stream plans: every
+policy returns the tokens of plain ``generate``, in input order."""
 
 from __future__ import annotations
 
@@ -6,18 +7,33 @@ import pytest
 
 from seqsched.bench.runner import differing_outputs, run_strategies
 from seqsched.bench.strategies import StrategyContext, make_strategy
-from seqsched.engine.continuous import ContinuousBatching
+from seqsched.engine.continuous import HFContinuousEngine
 from seqsched.engine.hf import HFEngine
+from seqsched.pipeline import Pipeline
+from seqsched.predict.constant import ConstantPredictor
+from seqsched.predict.oracle import OraclePredictor
 from seqsched.request import Request, RequestStatus, SamplingParams
 from seqsched.schedule import ScheduleConfig
 from tests.tiny_model import tiny_requests as _requests
 
 
-def test_returns_the_tokens_of_generating_alone_in_input_order(
-    tiny_engine: HFEngine, reference: list[list[int]]
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ScheduleConfig(),
+        ScheduleConfig(policy="sjf"),
+        ScheduleConfig(policy="ljf", max_bypass=2),
+        ScheduleConfig(policy="sjf", admission="kv"),
+    ],
+    ids=["fcfs", "sjf", "ljf-aged", "sjf-kv"],
+)
+def test_every_policy_returns_the_tokens_of_generating_alone_in_input_order(
+    tiny_engine: HFEngine, reference: list[list[int]], schedule: ScheduleConfig
 ) -> None:
+    engine = HFContinuousEngine(tiny_engine, num_blocks=3)  # 3 pages of 256 tokens: kv admission binds
+    predictor = OraclePredictor({f"r{i}": max(1, len(tokens)) for i, tokens in enumerate(reference)})
     done: list[int] = []
-    report = ContinuousBatching(tiny_engine).run(_requests(), progress=done.append)
+    report = Pipeline(engine, predictor, schedule, progress=done.append).run(_requests())
     assert sum(done) == len(reference)
     assert report.wall_seconds > 0
     for i, result in enumerate(report.results):
@@ -32,7 +48,7 @@ def test_returns_the_tokens_of_generating_alone_in_input_order(
 def test_a_bad_request_fails_alone(tiny_engine: HFEngine, reference: list[list[int]]) -> None:
     requests = _requests(3)
     requests[1] = Request(1, "r1", prompt="x " * 5000, max_new_tokens=8)
-    report = ContinuousBatching(tiny_engine).run(requests)
+    report = Pipeline(HFContinuousEngine(tiny_engine), ConstantPredictor(), ScheduleConfig()).run(requests)
     assert report.results[1].status == RequestStatus.FINISHED_ERROR
     assert "exceeds the model's context" in (report.results[1].request.error or "")
     assert [report.results[i].token_ids for i in (0, 2)] == [reference[0], reference[2]]
@@ -41,7 +57,7 @@ def test_a_bad_request_fails_alone(tiny_engine: HFEngine, reference: list[list[i
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"sampling": SamplingParams(temperature=0.7)}, "greedy requests only; sampled: \\['r0'\\]"),
+        ({"sampling": SamplingParams(temperature=0.7)}, "greedy requests only here; sampled: \\['r0'\\]"),
         ({"target_len": 5}, "cannot force trace lengths"),
     ],
 )
@@ -50,30 +66,38 @@ def test_unsupported_requests_are_named(tiny_engine: HFEngine, change: dict, mes
     for key, value in change.items():
         setattr(requests[0], key, value)
     with pytest.raises(ValueError, match=message):
-        ContinuousBatching(tiny_engine).run(requests)
+        Pipeline(HFContinuousEngine(tiny_engine), ConstantPredictor(), ScheduleConfig()).run(requests)
 
 
 def test_bench_runs_it_beside_static_batching(tiny_engine: HFEngine) -> None:
     ctx = StrategyContext(ScheduleConfig(batch_size=4), tiny_engine)
-    strategies = [make_strategy(name, ctx) for name in ("vanilla", "continuous")]
+    strategies = [make_strategy(name, ctx) for name in ("vanilla", "continuous", "continuous+sjf+oracle")]
     bench = run_strategies(tiny_engine, _requests(8), strategies)
     assert differing_outputs(bench) == []
-    vanilla, continuous = (r.metrics for r in bench.results)
+    vanilla, continuous, sjf = (r.metrics for r in bench.results)
     assert continuous.effective_token_ratio == 1.0 and vanilla.effective_token_ratio < 1.0
-    assert continuous.mean_output_tokens == vanilla.mean_output_tokens
+    assert continuous.mean_output_tokens == vanilla.mean_output_tokens == sjf.mean_output_tokens
 
 
-def test_it_needs_a_model_and_takes_no_switches() -> None:
-    with pytest.raises(ValueError, match="needs one \\(not the simulator\\)"):
-        make_strategy("continuous", StrategyContext(ScheduleConfig()))
-    with pytest.raises(ValueError, match="continuous takes no switches"):
-        make_strategy("continuous+fcr", StrategyContext(ScheduleConfig()))
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("continuous", "needs one \\(not the simulator\\)"),
+        ("continuous+fcr", "unknown switch 'fcr'"),
+        ("continuous+sjf+ljf", "one of sjf and ljf"),
+        ("continuous+oracle", "needs a policy or \\+kv"),
+        ("vllm+sjf", "needs the vllm engine"),
+    ],
+)
+def test_bad_continuous_strategies_are_named(name: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_strategy(name, StrategyContext(ScheduleConfig(), predictor_path="p"))
 
 
-@pytest.mark.parametrize("field", ["max_requests", "max_batch_tokens"])
+@pytest.mark.parametrize("field", ["max_requests", "max_batch_tokens", "num_blocks"])
 def test_bad_sizes_are_named(tiny_engine: HFEngine, field: str) -> None:
     with pytest.raises(ValueError, match=f"{field} \\(0\\) must be >= 1"):
-        ContinuousBatching(tiny_engine, **{field: 0})
+        HFContinuousEngine(tiny_engine, **{field: 0})
 
 
 def test_a_bench_refuses_replay_before_any_strategy_runs(tiny_engine: HFEngine) -> None:

@@ -70,14 +70,17 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def build_tiny_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, eos_scale: float = 1.0) -> LlamaForCausalLM:
+def build_tiny_model(
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, eos_scale: float = 1.0, num_heads: int = 4
+) -> LlamaForCausalLM:
+    """``num_heads`` 4 gives a head size of 16; vLLM's CPU attention needs 32 or more (2)."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=num_heads,
+        num_key_value_heads=max(1, num_heads // 2),
         max_position_embeddings=MAX_POSITION_EMBEDDINGS,
         initializer_range=0.2,
         bos_token_id=tokenizer.bos_token_id,
@@ -101,11 +104,11 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, eos_scal
     return model
 
 
-def save_tiny_model(directory: str | Path, seed: int = 0, eos_scale: float = 1.0) -> Path:
+def save_tiny_model(directory: str | Path, seed: int = 0, eos_scale: float = 1.0, num_heads: int = 4) -> Path:
     """Build the tokenizer and model and save both to ``directory``; return it."""
     path = Path(directory)
     tokenizer = build_tokenizer()
-    build_tiny_model(tokenizer, seed=seed, eos_scale=eos_scale).save_pretrained(path)
+    build_tiny_model(tokenizer, seed=seed, eos_scale=eos_scale, num_heads=num_heads).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

@@ -39,8 +39,8 @@ def compare_with_simulation(
     cost_model: StepCostModel,
 ) -> list[Comparison]:
     """Simulate ``strategies`` on ``requests`` with the prompt lengths ``engine`` tokenizes.
-    Strategies that run themselves (continuous batching) have no plan to simulate: skipped."""
-    planned = [s for s in strategies if s.runner is None]
+    Strategies on their own engine (continuous batching) are not compared here: skipped."""
+    planned = [s for s in strategies if s.engine is None]
     prepared = fresh_copies(requests)
     engine.prepare(prepared)
     simulated = run_strategies(SimulatedEngine(cost_model), prepared, _reusable(planned, measured), warmup=False)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from seqsched.bench.metrics import Metrics, compute_metrics
 from seqsched.engine.base import Engine
+from seqsched.engine.stream import StreamEngine
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.predict.base import LengthPredictor
 from seqsched.predict.constant import ConstantPredictor
@@ -35,21 +36,13 @@ class Progress(Protocol):
     def close(self) -> Any: ...
 
 
-class Runner(Protocol):
-    """Runs a whole request list itself, in place of the pipeline (continuous batching)."""
-
-    def run(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> RunReport: ...
-
-    def warmup(self, requests: Sequence[Request]) -> None: ...
-
-
 @dataclass
 class Strategy:
     name: str
     predictor: PredictorSource
     schedule: ScheduleConfig
     description: str = ""
-    runner: Runner | None = None  # None: the pipeline with this predictor and schedule
+    engine: Engine | StreamEngine | None = None  # None: the bench's engine
 
 
 @dataclass
@@ -82,7 +75,7 @@ def fresh_copies(requests: Sequence[Request]) -> list[Request]:
 
 
 def run_strategies(
-    engine: Engine,
+    engine: Engine | StreamEngine,
     requests: Sequence[Request],
     strategies: Sequence[Strategy],
     repeat: int = 1,
@@ -101,9 +94,9 @@ def run_strategies(
         raise ValueError(f"strategy names must be unique, got {names}")
     if warmup:
         _warmup(engine, requests, strategies[0].schedule)
-        for s in strategies:
-            if s.runner is not None:
-                s.runner.warmup(requests)
+        for own in {id(s.engine): s.engine for s in strategies if s.engine is not None}.values():
+            assert own is not None
+            own.warmup(requests)
     predictors: dict[str, LengthPredictor] = {}
     runs: dict[str, list[RunReport]] = {name: [] for name in names}
     for rep in range(repeat):
@@ -115,10 +108,8 @@ def run_strategies(
             bar = progress(f"{s.name} ({rep + 1}/{repeat})") if progress is not None else None
             update = bar.update if bar is not None else None
             try:
-                if s.runner is not None:
-                    report = s.runner.run(fresh_copies(requests), update)
-                else:
-                    report = Pipeline(engine, predictors[s.name], s.schedule, update).run(fresh_copies(requests))
+                runs_on = s.engine if s.engine is not None else engine
+                report = Pipeline(runs_on, predictors[s.name], s.schedule, update).run(fresh_copies(requests))
             finally:
                 if bar is not None:
                     bar.close()
@@ -128,7 +119,7 @@ def run_strategies(
     return BenchResult([_median(s, runs[s.name], predictors[s.name]) for s in strategies], repeat=repeat)
 
 
-def _warmup(engine: Engine, requests: Sequence[Request], schedule: ScheduleConfig) -> None:
+def _warmup(engine: Engine | StreamEngine, requests: Sequence[Request], schedule: ScheduleConfig) -> None:
     """The engine's own hook, then one short untimed batch through the whole pipeline."""
     sample = [
         dataclasses.replace(r, max_new_tokens=min(r.max_new_tokens, WARMUP_TOKENS))

@@ -63,3 +63,45 @@ class EngineConfig:
     @property
     def tokenizer_path(self) -> str:
         return self.tokenizer if self.tokenizer is not None else self.model
+
+
+@dataclass(frozen=True)
+class VLLMConfig:
+    """vLLM's offline engine, beside an :class:`EngineConfig` (model, dtype, seed, chat
+    template and threads come from there).
+
+    - ``max_num_seqs``: requests running at once (vLLM's own limit).
+    - ``num_gpu_blocks``: KV-cache blocks (vLLM's ``num_gpu_blocks_override``; on the
+      CPU backend too). ``None``: vLLM sizes the cache from ``gpu_memory_utilization``.
+      A small value makes a KV-bound engine, where running requests outgrow the cache.
+    - ``block_size``: tokens per KV block (``None``: vLLM's default; the CPU attention
+      backend needs a multiple of 32).
+    - ``max_model_len``: the context vLLM serves (``None``: the model's).
+    - ``kv_cache_gib``: KV-cache memory. ``None``: on a GPU, what
+      ``gpu_memory_utilization`` leaves; on a CPU, 1 GiB (vLLM's own CPU default sizes
+      it from the RAM share, and a second engine in the same process then cannot start).
+    - ``gpu_memory_utilization``: on a GPU, its memory share for weights and cache; on
+      the CPU backend, the share of RAM that must be free at start. ``None``: 0.9 on a
+      GPU, 0.1 on a CPU.
+    """
+
+    max_num_seqs: int = 256
+    num_gpu_blocks: int | None = None
+    block_size: int | None = None
+    max_model_len: int | None = None
+    kv_cache_gib: float | None = None
+    gpu_memory_utilization: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_gib is not None and not self.kv_cache_gib > 0:
+            raise ValueError(f"kv_cache_gib ({self.kv_cache_gib}) must be > 0")
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs ({self.max_num_seqs}) must be >= 1")
+        if self.num_gpu_blocks is not None and self.num_gpu_blocks < 1:
+            raise ValueError(f"num_gpu_blocks ({self.num_gpu_blocks}) must be >= 1")
+        if self.block_size is not None and self.block_size < 1:
+            raise ValueError(f"block_size ({self.block_size}) must be >= 1")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError(f"max_model_len ({self.max_model_len}) must be >= 2")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization ({self.gpu_memory_utilization}) must be in (0, 1]")

@@ -1,50 +1,54 @@
-"""The continuous-batching baseline: transformers' own continuous batching on the same model.
+"""transformers' own continuous batching, on the HF engine's model, driven by stream plans.
 
-Static batching (every other strategy) runs a micro-batch until its longest row ends.
-Continuous batching refills a row the step it frees, with a paged KV cache, so it pads
-nothing and needs no length prediction. It is the baseline serving engines use today, so
-the bench runs it next to the scheduled strategies, on the same ``HFEngine`` model and
-requests.
+Static batching runs a micro-batch until its longest row ends. Continuous batching
+refills a row the step it frees, with a paged KV cache, so it pads nothing. This engine
+runs ``transformers``' ``ContinuousBatchingManager`` (what ``generate_batch`` drives)
+on the same model object as an ``HFEngine``; seqsched only submits, collects and times.
 
-NOTE on what is compared:
-- The run is ``transformers``' ``ContinuousBatchingManager`` (what ``generate_batch``
-  drives), each request with its own ``max_new_tokens`` and the engine's EOS ids, greedy.
-  seqsched only submits, collects and times; it does not schedule.
-- A request's *length* is its own output tokens: nothing pads it. Its effective token
-  ratio is therefore 1 by construction, and what continuous batching pays instead
-  (smaller batches as the queue drains, paged-attention overhead per step) shows in
-  its throughput only.
+NOTE on how a plan reaches it:
+- The manager's scheduler is first-come first-served over what it has been given, and
+  has no priorities. The plan's order is therefore the submission order, and ``kv``
+  admission holds requests back until the admission rule lets them in.
+- Each request has its own ``max_new_tokens`` and the engine's EOS ids, greedy. A
+  request's *length* is its own output tokens: nothing pads it, so its effective token
+  ratio is 1, and what continuous batching pays instead (smaller batches as the queue
+  drains, paged-attention overhead per step) shows in its throughput only.
 - Per-row sampling and forced trace lengths are ``HFEngine`` logits processors that the
-  manager does not run, so this baseline takes greedy live requests only, and says so.
+  manager does not run, so this engine takes greedy live requests only, and says so.
+- The paged cache and the tokens per step are sized here, because transformers
+  otherwise infers them from free device memory: on a 2-core CPU a manager left to do
+  that took about 20 s to start and stop, against under a second with explicit sizes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from seqsched.pipeline import RunReport
-from seqsched.request import Request, RequestStatus, Result
+from seqsched.engine.stream import StepOutput, StreamEngine, StreamRun
+from seqsched.request import Outcome, Request
+from seqsched.schedule import StreamPlan
 
 if TYPE_CHECKING:
     from seqsched.engine.hf import HFEngine
 
 RESULT_POLL_SECONDS = 1.0
+WARMUP_TOKENS = 4
 
 
-class ContinuousBatching:
-    """Runs requests through the engine's model with transformers' continuous batching."""
+class HFContinuousEngine(StreamEngine):
+    """Continuous batching with transformers' ``ContinuousBatchingManager``."""
 
-    def __init__(self, engine: HFEngine, max_requests: int = 256, max_batch_tokens: int = 2048) -> None:
-        """``max_requests``: sequences decoding at once (the bench passes the largest VBS
-        batch, so both kinds of batching may hold as many). The paged KV cache is sized to
-        hold that many requests at their full length, and each step processes at most
-        ``max_batch_tokens`` tokens (decodes plus prefill chunks). Both are set here
-        because transformers otherwise infers them from free device memory: on a 2-core
-        CPU, a manager left to do that took about 20 s to start and stop, against under
-        a second with these sizes."""
+    name = "hf-continuous"
+
+    def __init__(
+        self, engine: HFEngine, max_requests: int = 256, max_batch_tokens: int = 2048, num_blocks: int | None = None
+    ) -> None:
+        """``max_requests``: sequences decoding at once. The paged KV cache holds
+        ``num_blocks`` pages (default: enough for ``max_requests`` requests at their full
+        length), and each step processes at most ``max_batch_tokens`` tokens (decodes
+        plus prefill chunks)."""
         if not hasattr(engine.model, "init_continuous_batching"):
             raise ValueError(
                 f"continuous batching needs a transformers model with init_continuous_batching; "
@@ -54,100 +58,118 @@ class ContinuousBatching:
             raise ValueError(f"max_requests ({max_requests}) must be >= 1")
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens ({max_batch_tokens}) must be >= 1")
+        if num_blocks is not None and num_blocks < 1:
+            raise ValueError(f"num_blocks ({num_blocks}) must be >= 1")
+        from transformers.generation import ContinuousBatchingConfig
+
         self.engine = engine
         self.max_requests = max_requests
         self.max_batch_tokens = max_batch_tokens
+        self.num_blocks = num_blocks
+        self.block_size = int(ContinuousBatchingConfig().page_size)
+        self._manager: Any = None
 
-    def run(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> RunReport:
-        """Generate every request; results come back in input order, errors included."""
+    @property
+    def kv_capacity(self) -> int | None:
+        return None if self.num_blocks is None else self.num_blocks * self.block_size
+
+    def prepare(self, requests: Sequence[Request]) -> None:
         self.engine.prepare(requests)
-        report = RunReport(results=[Result(request=r) for r in requests])
-        runnable = [res for res in report.results if not res.request.status.is_finished]
-        _check_supported([res.request for res in runnable])
-        if progress is not None and len(runnable) < len(requests):
-            progress(len(requests) - len(runnable))
-        if not runnable:
-            return report
-        start = time.perf_counter()
-        outputs, finished_at = self._generate([res.request for res in runnable], progress)
-        report.wall_seconds = time.perf_counter() - start
-        for res in runnable:
-            self._record(res, outputs[res.request.request_id], finished_at[res.request.request_id] - start)
-        return report
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.engine.decode(token_ids)
 
     def warmup(self, requests: Sequence[Request]) -> None:
-        """Check that every request is supported (before any strategy of a bench runs), then
-        one short untimed run on copies of the first requests (allocator, kernels)."""
+        """Check that every request is supported (before any strategy of a bench runs),
+        then one short untimed run on copies of the first requests."""
         _check_supported(requests)
-        copies = [dataclasses.replace(r, max_new_tokens=min(r.max_new_tokens, 4)) for r in requests[:2]]
-        self.run(copies)
+        copies = [
+            Request(i, f"warmup-{i}", prompt=r.prompt, messages=r.messages, max_new_tokens=WARMUP_TOKENS)
+            for i, r in enumerate(requests[:2])
+        ]
+        self.prepare(copies)
+        ready = [r for r in copies if not r.status.is_finished]
+        if ready:
+            order = tuple(r.index for r in ready)
+            self.run_stream(StreamPlan(order, {i: i for i in order}), ready, lambda outcome: None)
 
-    def _generate(
-        self, requests: list[Request], progress: Callable[[int], None] | None
-    ) -> tuple[dict[str, Any], dict[str, float]]:
-        """Each request's output, and when (``perf_counter``) it came back."""
+    def run_stream(
+        self,
+        plan: StreamPlan,
+        requests: Sequence[Request],
+        on_outcome: Callable[[Outcome], None],
+        on_error: Callable[[int, str], None] | None = None,
+    ) -> StreamRun:
+        _check_supported(requests)
+        self._longest = max(r.num_prompt_tokens + r.max_new_tokens for r in requests)
+        self._max_new_tokens = max(r.remaining_tokens for r in requests)
+        return super().run_stream(plan, requests, on_outcome, on_error)
+
+    def start(self) -> None:
         from transformers import GenerationConfig
         from transformers.generation import ContinuousBatchingConfig
 
         engine = self.engine
         generation_config = GenerationConfig(
             do_sample=False,
-            max_new_tokens=max(r.max_new_tokens for r in requests),
+            max_new_tokens=self._max_new_tokens,
             eos_token_id=engine.eos_token_ids or None,
             pad_token_id=engine.pad_token_id,
         )
-        longest = max(r.num_prompt_tokens + r.max_new_tokens for r in requests)
-        page_size = ContinuousBatchingConfig().page_size
         cb_config = ContinuousBatchingConfig(
             max_requests_per_batch=self.max_requests,
-            max_batch_tokens=max(self.max_batch_tokens, longest),
-            num_blocks=self.max_requests * -(-longest // page_size),
+            max_batch_tokens=max(self.max_batch_tokens, self._longest),
+            num_blocks=self.num_blocks or self.max_requests * -(-self._longest // self.block_size),
         )
-        manager = engine.model.init_continuous_batching(
+        self._manager = engine.model.init_continuous_batching(
             generation_config=generation_config, continuous_batching_config=cb_config
         )
-        manager.start()
-        outputs: dict[str, Any] = {}
-        finished_at: dict[str, float] = {}
-        try:
-            for r in requests:
-                manager.add_request(
-                    list(r.prompt_token_ids or []), request_id=r.request_id, max_new_tokens=r.max_new_tokens
-                )
-            while len(outputs) < len(requests):
-                output = manager.get_result(timeout=RESULT_POLL_SECONDS)
-                if output is not None and output.is_finished():
-                    outputs[output.request_id] = output
-                    finished_at[output.request_id] = time.perf_counter()
-                    if progress is not None:
-                        progress(1)
-                elif output is None and not manager.is_running():
-                    missing = [r.request_id for r in requests if r.request_id not in outputs]
-                    raise RuntimeError(f"continuous batching stopped with {len(missing)} requests unanswered")
-        finally:
-            manager.stop(block=True)
-        return outputs, finished_at
+        self._manager.start()
+        self._start = time.perf_counter()
+        self._requests: dict[str, Request] = {}
 
-    def _record(self, result: Result, output: Any, finished_at: float) -> None:
-        request = result.request
+    def submit(self, request: Request, priority: int) -> None:
+        key = str(request.index)
+        self._requests[key] = request
+        prompt = [*(request.prompt_token_ids or []), *request.output_prefix]
+        self._manager.add_request(prompt, request_id=key, max_new_tokens=request.remaining_tokens)
+
+    def step(self) -> StepOutput:
+        result = StepOutput()
+        output = self._manager.get_result(timeout=RESULT_POLL_SECONDS)
+        if output is None:
+            if not self._manager.is_running():
+                raise RuntimeError(f"continuous batching stopped with {len(self._requests)} requests unanswered")
+            return result
+        if not output.is_finished():
+            return result
+        request = self._requests.pop(output.request_id)
         if output.error is not None:
-            request.fail(f"continuous batching: {output.error}")
-            return
-        tokens, ended = self.engine.cut([int(t) for t in output.generated_tokens], request.max_new_tokens)
-        result.token_ids = tokens
-        result.text = self.engine.decode(tokens)
-        result.length = len(tokens)
-        result.num_runs = 1
-        result.completed_at = finished_at
-        request.status = RequestStatus.FINISHED_STOPPED if ended else RequestStatus.FINISHED_LENGTH
+            result.errors.append((request.index, f"continuous batching: {output.error}"))
+            return result
+        tokens, ended = self.engine.cut([int(t) for t in output.generated_tokens], request.remaining_tokens)
+        result.finished.append((request.index, tokens, ended))
+        return result
+
+    def has_unfinished(self) -> bool:
+        return bool(self._requests)
+
+    def now(self) -> float:
+        return time.perf_counter() - self._start
+
+    def finish(self) -> StreamRun:
+        seconds = self.now()
+        self._manager.stop(block=True)
+        self._manager = None
+        return StreamRun(seconds)
 
 
 def _check_supported(requests: Sequence[Request]) -> None:
     sampled = [r.request_id for r in requests if not r.sampling.greedy]
     if sampled:
-        raise ValueError(f"the continuous-batching baseline runs greedy requests only; sampled: {sampled[:5]}")
+        raise ValueError(f"transformers' continuous batching runs greedy requests only here; sampled: {sampled[:5]}")
     replayed = [r.request_id for r in requests if r.target_len is not None]
     if replayed:
         raise ValueError(
-            f"the continuous-batching baseline cannot force trace lengths (replay); requests {replayed[:5]} have them"
+            f"transformers' continuous batching cannot force trace lengths (replay); requests {replayed[:5]} have them"
         )

@@ -32,6 +32,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 from seqsched.engine.base import BatchRun, Engine
 from seqsched.engine.config import EngineConfig
 from seqsched.engine.loading import load_model
+from seqsched.engine.prompts import cut, eos_token_ids, tokenize_all
 from seqsched.engine.replay import ReplayLengths
 from seqsched.engine.sampling import RowSampler
 from seqsched.request import Outcome, Request
@@ -48,25 +49,14 @@ class HFEngine(Engine):
         model, self.tokenizer = load_model(config)
         self.model: Any = model  # generate() comes from a mixin the stubs do not see
         self.device = self.model.device
-        self.eos_token_ids = _eos_token_ids(self.model, self.tokenizer)
+        self.eos_token_ids = eos_token_ids(getattr(self.model, "generation_config", None), self.tokenizer)
         self.pad_token_id = _pad_token_id(self.tokenizer, self.eos_token_ids)
         self.max_context = _max_context(self.model)
 
     def prepare(self, requests: Sequence[Request]) -> None:
         """Tokenize each request (``EngineConfig.chat_template`` says how) and fail the ones
         that are empty or do not fit the model's context with their ``max_new_tokens``."""
-        for r in requests:
-            if r.status.is_finished:
-                continue
-            if r.prompt_token_ids is None:
-                try:
-                    r.prompt_token_ids = self._encode(r)
-                except Exception as e:  # a broken template or message must not stop the others
-                    r.fail(f"cannot tokenize the prompt: {type(e).__name__}: {e}")
-                    continue
-            error = self._check_fits(r)
-            if error is not None:
-                r.fail(error)
+        tokenize_all(self.tokenizer, requests, self.config.chat_template, self.max_context)
 
     def run(self, batch: MicroBatch, requests: Sequence[Request]) -> BatchRun:
         rows = list(requests)
@@ -98,28 +88,6 @@ class HFEngine(Engine):
         for rows in (ready[:1], ready):
             if rows:
                 self.run(MicroBatch(tuple(r.index for r in rows), WARMUP_TOKENS), rows)
-
-    def _encode(self, r: Request) -> list[int]:
-        use_template = self.config.chat_template and getattr(self.tokenizer, "chat_template", None)
-        if use_template:
-            messages = r.messages if r.messages is not None else [{"role": "user", "content": r.text}]
-            encoded: Any = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=True
-            )
-            return list(encoded["input_ids"])
-        text = r.prompt if r.prompt is not None else r.text
-        return list(self.tokenizer(text)["input_ids"])
-
-    def _check_fits(self, r: Request) -> str | None:
-        n = r.num_prompt_tokens
-        if n == 0:
-            return "prompt has 0 tokens"
-        if self.max_context is not None and n + r.max_new_tokens > self.max_context:
-            return (
-                f"prompt has {n} tokens; with max_new_tokens {r.max_new_tokens} it exceeds "
-                f"the model's context of {self.max_context}"
-            )
-        return None
 
     @torch.inference_mode()
     def _generate(self, rows: list[Request], limits: list[int]) -> list[list[int]]:
@@ -155,12 +123,7 @@ class HFEngine(Engine):
 
     def cut(self, generated: list[int], limit: int) -> tuple[list[int], bool]:
         """A row's own tokens: up to its limit, and up to and including its first EOS."""
-        tokens = generated[:limit]
-        eos = set(self.eos_token_ids)
-        for i, token in enumerate(tokens):
-            if token in eos:
-                return tokens[: i + 1], True
-        return tokens, False
+        return cut(generated, limit, self.eos_token_ids)
 
     def _now(self) -> float:
         if self.device.type == "cuda":
@@ -178,15 +141,6 @@ class _RowLimits(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
         num_generated = input_ids.shape[1] - self.prompt_len
         return cast(torch.BoolTensor, self.limits.to(input_ids.device) <= num_generated)
-
-
-def _eos_token_ids(model: Any, tokenizer: object) -> list[int]:
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        return []
-    return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
 
 
 def _pad_token_id(tokenizer: object, eos_token_ids: list[int]) -> int:

@@ -28,8 +28,8 @@ def load_model(config: EngineConfig) -> tuple[PreTrainedModel, PreTrainedTokeniz
     device = resolve_device(config.device)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
-    _check_source(config.model, "model")
-    _check_source(config.tokenizer_path, "tokenizer")
+    check_source(config.model, "model")
+    check_source(config.tokenizer_path, "tokenizer")
     tokenizer = _load(AutoTokenizer, config.tokenizer_path, "tokenizer", trust_remote_code=config.trust_remote_code)
     kwargs: dict[str, Any] = {
         "dtype": _dtype(config.dtype, device),
@@ -48,7 +48,7 @@ def _dtype(name: str, device: torch.device) -> torch.dtype | str:
     return _DTYPES[name]
 
 
-def _check_source(source: str, what: str) -> None:
+def check_source(source: str, what: str) -> None:
     """Fail fast on a local path that is not a checkpoint, before transformers tries the hub."""
     path = Path(source).expanduser()
     if path.is_dir():

@@ -22,10 +22,12 @@ from seqsched.schedule import StreamPlan
 @dataclass
 class StepOutput:
     """What one ``step`` reports: requests that finished, each with all its tokens
-    (``stopped``: on EOS or a stop string), and the tokens running requests hold now
-    (prompt + output, for the admission rule; engines that cannot tell leave it empty)."""
+    (``stopped``: on EOS or a stop string); requests the engine failed, with why; and the
+    tokens running requests hold now (prompt + output, for the admission rule; engines
+    that cannot tell leave it empty)."""
 
     finished: list[tuple[int, list[int], bool]] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
     held_tokens: dict[int, int] = field(default_factory=dict)
 
 
@@ -80,11 +82,16 @@ class StreamEngine(abc.ABC):
         return StreamRun(self.now())
 
     def run_stream(
-        self, plan: StreamPlan, requests: Sequence[Request], on_outcome: Callable[[Outcome], None]
+        self,
+        plan: StreamPlan,
+        requests: Sequence[Request],
+        on_outcome: Callable[[Outcome], None],
+        on_error: Callable[[int, str], None] | None = None,
     ) -> StreamRun:
         """Run ``requests`` (every index in ``plan.order``) in the plan's order under its
         admission rule. ``on_outcome`` gets each request's outcome as it finishes, with
-        ``scheduled_at`` (submitted) and ``completed_at`` on this engine's clock."""
+        ``scheduled_at`` (submitted) and ``completed_at`` on this engine's clock;
+        ``on_error`` gets a request the engine failed (index, message)."""
         by_index = {r.index: r for r in requests}
         assert set(by_index) == set(plan.order), "the plan and the requests disagree"
         admission = plan.admission()
@@ -101,6 +108,12 @@ class StreamEngine(abc.ABC):
                 for index, num_tokens in output.held_tokens.items():
                     if admission is not None:
                         admission.grow(index, num_tokens)
+                for index, message in output.errors:
+                    if admission is not None:
+                        admission.release(index)
+                    if on_error is None:
+                        raise RuntimeError(f"{self.name}: request {index} failed: {message}")
+                    on_error(index, message)
                 for index, tokens, stopped in output.finished:
                     if admission is not None:
                         admission.release(index)

@@ -1,0 +1,72 @@
+"""Prompts to token ids, and generated ids to a request's own tokens: shared by every
+engine that runs a real model, so HF ``generate``, transformers' continuous batching and
+vLLM see the same prompt tokens and cut outputs the same way. No torch here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from seqsched.request import Request
+
+
+def encode(tokenizer: Any, request: Request, chat_template: bool) -> list[int]:
+    """The request's prompt tokens: in the tokenizer's chat template when asked and the
+    tokenizer has one (a ``prompt`` becomes a single user message), else as plain text."""
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        messages = request.messages if request.messages is not None else [{"role": "user", "content": request.text}]
+        encoded: Any = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+    text = request.prompt if request.prompt is not None else request.text
+    return list(tokenizer(text)["input_ids"])
+
+
+def tokenize_all(tokenizer: Any, requests: Iterable[Request], chat_template: bool, max_context: int | None) -> None:
+    """Tokenize each unfinished request and fail the ones that are empty or do not fit
+    the context with their ``max_new_tokens``; one bad request never stops the others."""
+    for r in requests:
+        if r.status.is_finished:
+            continue
+        if r.prompt_token_ids is None:
+            try:
+                r.prompt_token_ids = encode(tokenizer, r, chat_template)
+            except Exception as e:  # a broken template or message must not stop the others
+                r.fail(f"cannot tokenize the prompt: {type(e).__name__}: {e}")
+                continue
+        error = check_fits(r, max_context)
+        if error is not None:
+            r.fail(error)
+
+
+def check_fits(request: Request, max_context: int | None) -> str | None:
+    n = request.num_prompt_tokens
+    if n == 0:
+        return "prompt has 0 tokens"
+    if max_context is not None and n + request.max_new_tokens > max_context:
+        return (
+            f"prompt has {n} tokens; with max_new_tokens {request.max_new_tokens} it exceeds "
+            f"the model's context of {max_context}"
+        )
+    return None
+
+
+def cut(generated: Sequence[int], limit: int, eos_token_ids: Iterable[int]) -> tuple[list[int], bool]:
+    """A row's own tokens: up to its limit, and up to and including its first EOS."""
+    tokens = list(generated[:limit])
+    eos = set(eos_token_ids)
+    for i, token in enumerate(tokens):
+        if token in eos:
+            return tokens[: i + 1], True
+    return tokens, False
+
+
+def eos_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
+    """EOS ids from a generation config (a checkpoint's own), else the tokenizer's."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]

@@ -1,5 +1,8 @@
+"""`python -m seqsched`: the same as the `seqsched` command."""
+
 import sys
 
 from seqsched.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,6 +28,7 @@ from seqsched.data.batch_io import (
 )
 from seqsched.data.traces import read_length_map
 from seqsched.distributed import RayConfig
+from seqsched.engine.config import VLLMConfig
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.predict.base import LengthPredictor
 from seqsched.predict.constant import ConstantPredictor
@@ -41,9 +42,12 @@ if TYPE_CHECKING:
     from seqsched.data.batch_io import InputError
     from seqsched.engine.base import Engine
     from seqsched.engine.config import EngineConfig
+    from seqsched.engine.stream import StreamEngine
 
 Strategy = Literal["vanilla", "oracle", "seqsch"]
 STRATEGIES: tuple[Strategy, ...] = ("vanilla", "oracle", "seqsch")
+EngineKind = Literal["hf", "continuous", "vllm"]
+ENGINE_KINDS: tuple[EngineKind, ...] = ("hf", "continuous", "vllm")
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model"
 DEFAULT_PREDICTOR = Path(__file__).parent / "assets" / "default_predictor"  # trained on DEFAULT_MODEL
 _log = logging.getLogger(__name__)
@@ -62,7 +66,9 @@ class Progress(Protocol):
 @dataclass(frozen=True)
 class RunConfig:
     """One ``seqsched run``. ``strategy=None`` is inferred: ``seqsch`` with a predictor,
-    ``oracle`` with oracle lengths, else ``vanilla``."""
+    ``oracle`` with oracle lengths, else ``vanilla``. ``engine_kind`` picks static batching
+    (``hf``), transformers' continuous batching or vLLM; the continuous ones follow
+    ``schedule.policy`` / ``admission`` (a ``vanilla`` job on them is plain fcfs)."""
 
     input_path: Path
     output_path: Path
@@ -76,8 +82,12 @@ class RunConfig:
     margin_scale: float = 1.0  # safety margin on a learned predictor: ceil(scale * p + add)
     margin_add: float = 0.0
     ray: RayConfig | None = None  # None: run in this process; else replicas on Ray
+    engine_kind: EngineKind = "hf"
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)  # sizes for the continuous engines
 
     def __post_init__(self) -> None:
+        if self.engine_kind not in ENGINE_KINDS:
+            raise ValueError(f"engine_kind ({self.engine_kind!r}) must be one of {', '.join(ENGINE_KINDS)}")
         if self.strategy is None:
             inferred = "seqsch" if self.predictor else "oracle" if self.oracle_lengths else "vanilla"
             object.__setattr__(self, "strategy", inferred)
@@ -209,7 +219,7 @@ RunRequests = Callable[[list[Request], Callable[[int], None] | None, Callable[[R
 
 def _local_runner(config: RunConfig, todo: list[Request]) -> RunRequests:
     """The pipeline in this process. The model loads now, before any output is touched."""
-    engine = build_engine(config.engine)
+    engine = build_engine(config.engine, config.engine_kind, config.vllm)
     predictor = build_predictor(config, engine)
     engine.warmup(todo)  # so the first micro-batch's timing is not the kernels' start-up
 
@@ -244,7 +254,7 @@ def _check_oracle(config: RunConfig, todo: list[Request]) -> None:
         raise ValueError(f"{config.oracle_lengths}: no length for {len(missing)} request(s): {shown}")
 
 
-def build_predictor(config: RunConfig, engine: Engine) -> LengthPredictor:
+def build_predictor(config: RunConfig, engine: Engine | StreamEngine) -> LengthPredictor:
     """The job's predictor: constant (vanilla), oracle lengths, or a saved one with a margin."""
     if config.strategy == "vanilla":
         return ConstantPredictor()
@@ -258,13 +268,26 @@ def build_predictor(config: RunConfig, engine: Engine) -> LengthPredictor:
     return with_margin(predictor, config.margin_scale, config.margin_add)
 
 
-def build_engine(config: EngineConfig) -> Engine:
-    """Load the serving model (an ``HFEngine``); a bad model path raises FileNotFoundError."""
-    from seqsched.engine.hf import HFEngine  # imports torch
-
+def build_engine(
+    config: EngineConfig, kind: EngineKind = "hf", vllm: VLLMConfig | None = None
+) -> Engine | StreamEngine:
+    """Load the serving model into the engine of that kind; a bad model path raises
+    FileNotFoundError."""
+    vllm = vllm or VLLMConfig()
     try:
-        return HFEngine(config)
-    except OSError as e:  # the loader's errors name the model and what is wrong
+        if kind == "vllm":
+            from seqsched.engine.vllm_engine import VLLMEngine
+
+            return VLLMEngine(config, vllm)
+        from seqsched.engine.hf import HFEngine  # imports torch
+
+        engine = HFEngine(config)
+        if kind == "continuous":
+            from seqsched.engine.continuous import HFContinuousEngine
+
+            return HFContinuousEngine(engine, max_requests=vllm.max_num_seqs, num_blocks=vllm.num_gpu_blocks)
+        return engine
+    except OSError as e:  # the loaders' errors name the model and what is wrong
         raise FileNotFoundError(str(e)) from e
 
 

@@ -58,7 +58,7 @@ class Replica:
         self.config = config
         self._error: Exception | None = None
         try:
-            self.engine = build_engine(config.engine)
+            self.engine = build_engine(config.engine, config.engine_kind, config.vllm)
             self.predictor = build_predictor(config, self.engine)
         except Exception as e:  # raised from warmup: Ray hands a method's error back intact
             self._error = e

@@ -103,7 +103,7 @@ def test_token_steps_split_into_useful_padded_discarded() -> None:
         assert sum(p[0] for p in parts) / total == pytest.approx(res.metrics.effective_token_ratio)
     restart, resume = (sum(p[2] for p in _token_steps_of(bench, n)) for n in ("oracle-fcr", "oracle-resume"))
     assert restart > 0 and resume == 0, "a restart discards its failures' tokens, a resume keeps them"
-    assert "x vanilla" in format_table(bench)
+    assert "x base" in format_table(bench)
 
 
 def _token_steps_of(bench: BenchResult, name: str) -> list[tuple[int, int, int]]:

@@ -23,14 +23,19 @@ _COLUMNS = (
     ("lost %", "{:.1f}"),
     ("pred s", "{:.2f}"),
     ("wall s", "{:.2f}"),
-    ("x vanilla", "{}"),
+    ("mean s", "{:.2f}"),
+    ("p90 s", "{:.2f}"),
+    ("preempt", "{}"),
+    ("x base", "{}"),
+    ("lat x", "{}"),
 )
 
 
 def table_rows(bench: BenchResult) -> list[list[str]]:
     rows = []
     for res in bench.results:
-        m, ratio = res.metrics, bench.ratio(res.strategy.name)
+        m, ratio, latency = res.metrics, bench.ratio(res.strategy.name), bench.latency_ratio(res.strategy.name)
+        preemptions = res.report.num_preemptions
         values = (
             res.strategy.name,
             m.requests_per_second,
@@ -41,7 +46,11 @@ def table_rows(bench: BenchResult) -> list[list[str]]:
             100 * m.discarded_ratio,
             m.predictor_seconds,
             m.wall_seconds,
+            m.latency_mean,
+            m.latency_p90,
+            "-" if preemptions is None else str(preemptions),
             "-" if ratio is None else f"{ratio:.2f}",
+            "-" if latency is None else f"{latency:.2f}",
         )
         rows.append([fmt.format(v) for (_, fmt), v in zip(_COLUMNS, values, strict=True)])
     return rows
@@ -59,8 +68,14 @@ def format_table(bench: BenchResult) -> str:
         )
 
     rule = "  ".join("-" * w for w in widths)
-    suffix = f"\n(median of {bench.repeat} interleaved repeats)" if bench.repeat > 1 else ""
-    return "\n".join([line(header), rule, *(line(r) for r in rows)]) + suffix
+    notes = [
+        "mean s / p90 s: completion time of a request from the start of the run; x base: throughput, and lat x: "
+        f"mean completion time, over the baseline's ({bench.baseline} for static strategies, the plain engine "
+        "for continuous ones)"
+    ]
+    if bench.repeat > 1:
+        notes.append(f"(median of {bench.repeat} interleaved repeats)")
+    return "\n".join([line(header), rule, *(line(r) for r in rows), *notes])
 
 
 def environment(engine: object | None = None) -> dict[str, Any]:
@@ -108,7 +123,10 @@ def to_json(bench: BenchResult, config: dict[str, Any], env: dict[str, Any]) -> 
                 "description": res.strategy.description,
                 "schedule": dataclasses.asdict(res.strategy.schedule),
                 "metrics": res.metrics.to_dict(),
+                "baseline": bench.baseline_of(res.strategy.name),
                 "throughput_ratio": bench.ratio(res.strategy.name),
+                "latency_ratio": bench.latency_ratio(res.strategy.name),
+                "num_preemptions": res.report.num_preemptions,
                 "wall_seconds_per_repeat": res.wall_seconds,
                 "num_batches": len(res.report.batches),
                 "num_retry_batches": sum(b.is_retry for b in res.report.batches),

@@ -28,6 +28,7 @@ from seqsched.schedule import ScheduleConfig
 # reports of the strategies that already ran (by name): the live oracle reads vanilla's.
 PredictorSource = LengthPredictor | Callable[[Mapping[str, RunReport]], LengthPredictor]
 WARMUP_TOKENS = 16  # enough decode steps to warm kernels and the allocator
+STREAM_BASES = ("continuous", "vllm")  # strategy names of continuous engines start with one
 
 
 class Progress(Protocol):
@@ -56,17 +57,35 @@ class StrategyResult:
 
 @dataclass
 class BenchResult:
+    """``baseline`` names the plain run of static strategies; a continuous strategy is
+    compared with its own engine's plain run (``vllm+sjf`` with ``vllm``)."""
+
     results: list[StrategyResult]
     baseline: str = "vanilla"
     repeat: int = 1
 
+    def baseline_of(self, name: str) -> str:
+        base = name.split("+")[0]
+        return base if base in STREAM_BASES else self.baseline
+
     def ratio(self, name: str) -> float | None:
-        """Throughput (requests/s) of ``name`` over the baseline's; None without one."""
-        by_name = {r.strategy.name: r.metrics for r in self.results}
-        base = by_name.get(self.baseline)
-        if base is None or base.requests_per_second == 0:
+        """Throughput (requests/s) of ``name`` over its baseline's; None without one."""
+        pair = self._pair(name)
+        if pair is None or pair[1].requests_per_second == 0:
             return None
-        return by_name[name].requests_per_second / base.requests_per_second
+        return pair[0].requests_per_second / pair[1].requests_per_second
+
+    def latency_ratio(self, name: str) -> float | None:
+        """Mean completion time of ``name`` over its baseline's; None without one."""
+        pair = self._pair(name)
+        if pair is None or pair[1].latency_mean == 0:
+            return None
+        return pair[0].latency_mean / pair[1].latency_mean
+
+    def _pair(self, name: str) -> tuple[Metrics, Metrics] | None:
+        by_name = {r.strategy.name: r.metrics for r in self.results}
+        base = by_name.get(self.baseline_of(name))
+        return None if base is None else (by_name[name], base)
 
 
 def fresh_copies(requests: Sequence[Request]) -> list[Request]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqsched.bench.runner import Strategy
+from seqsched.bench.runner import STREAM_BASES, Strategy
 from seqsched.engine.stream import StreamEngine
 from seqsched.pipeline import RunReport
 from seqsched.predict.base import LengthPredictor
@@ -46,7 +46,7 @@ from seqsched.schedule.config import FCRMode, Policy, VBSMode
 BASES = ("vanilla", "oracle", "seqsch", "pia")
 SWITCHES = ("vbs", "budget", "fcr", "resume")
 PAPER_SWITCHES = ("vbs", "fcr")
-STREAM_ENGINES = ("continuous", "vllm")
+STREAM_ENGINES = STREAM_BASES
 STREAM_SWITCHES = ("sjf", "ljf", "kv", "oracle")
 
 
@@ -82,12 +82,6 @@ def check_name(name: str) -> None:
         raise ValueError(f"strategy {name!r}: choose one of vbs and budget")
     if "fcr" in switches and "resume" in switches:
         raise ValueError(f"strategy {name!r}: choose one of fcr (restart) and resume")
-
-
-def baseline_of(name: str) -> str:
-    """The plain run a strategy is compared with: its own engine's, or static vanilla."""
-    base = name.split("+")[0]
-    return base if base in STREAM_ENGINES else "vanilla"
 
 
 def make_strategy(name: str, ctx: StrategyContext) -> Strategy:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from seqsched.cli import UsageError
-from seqsched.cli.simulate import add_schedule_args, run_bench
+from seqsched.cli.engine_args import add_engine_args, engine_config, vllm_config
+from seqsched.cli.simulate import add_schedule_args, add_stream_args, run_bench
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,7 +31,6 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", help="HF model directory or hub id (default: the built-in model)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--prompts", type=Path, help="request JSONL (OpenAI Batch or plain lines)")
     source.add_argument("--trace", type=Path, help="length trace to replay")
@@ -55,10 +55,9 @@ def add_parser(subparsers: Any) -> None:
         type=Path,
         help="live: known lengths (a trace, {custom_id, length} JSONL, or a previous output)",
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_engine_args(p)
     add_schedule_args(p, default_strategies=None, default_max_new_tokens=None)
+    add_stream_args(p)
     p.set_defaults(func=main)
 
 
@@ -66,18 +65,18 @@ BUILTIN_MAX_NEW_TOKENS = 256
 
 
 def main(args: argparse.Namespace) -> int:
-    from seqsched.api import resolve_model
-    from seqsched.engine.config import EngineConfig
+    from seqsched.bench.strategies import check_name
 
     _fill_defaults(args)
+    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
+    for name in names:  # before any model loads
+        check_name(name)
     mode = args.mode or ("replay" if args.trace is not None else "live")
     if mode == "replay" and args.trace is None:
         raise UsageError("--mode replay needs --trace")
     if mode == "live" and args.trace is not None:
         raise UsageError("a trace is replayed: use --mode replay with --trace, or --prompts for live")
-    engine_config = EngineConfig(
-        model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype, num_threads=args.threads
-    )
+    engine_cfg, sizes = engine_config(args), vllm_config(args)
     if mode == "replay":
         requests, oracle_lengths, source = _replay_requests(args)
     else:
@@ -87,7 +86,20 @@ def main(args: argparse.Namespace) -> int:
             from seqsched.data.traces import read_length_map
 
             oracle_lengths = read_length_map(args.oracle_lengths)
-    engine = _engine(engine_config)
+    bases = {name.split("+")[0] for name in names}
+    hf = _engine(engine_cfg) if bases - {"vllm"} else None
+    stream_engines: dict[str, Any] = {}
+    if hf is not None and "continuous" in bases:
+        from seqsched.engine.continuous import HFContinuousEngine
+
+        stream_engines["continuous"] = HFContinuousEngine(
+            hf, max_requests=args.max_num_seqs, num_blocks=args.num_gpu_blocks
+        )
+    if "vllm" in bases:
+        from seqsched.api import build_engine
+
+        stream_engines["vllm"] = build_engine(engine_cfg, "vllm", sizes)
+    engine = hf if hf is not None else stream_engines["vllm"]
     config = {
         "command": "bench",
         "mode": mode,
@@ -98,9 +110,11 @@ def main(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "actual": args.actual if mode == "replay" else None,
         "oracle": args.oracle if mode == "replay" else str(args.oracle_lengths or "vanilla run"),
-        "engine": {**vars(engine_config), "resolved_device": str(getattr(engine, "device", args.device))},
+        "engine": {**vars(engine_cfg), "resolved_device": str(getattr(engine, "device", args.device))},
+        "continuous_engines": {"kinds": sorted(stream_engines), **vars(sizes)},
     }
-    return run_bench(args, engine, requests, oracle_lengths, config, title=f"{mode}: {source}")
+    title = f"{mode}: {source}"
+    return run_bench(args, engine, requests, oracle_lengths, config, title=title, stream_engines=stream_engines)
 
 
 def _fill_defaults(args: argparse.Namespace) -> None:
@@ -112,10 +126,17 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     if shipped:
         args.predictor = DEFAULT_PREDICTOR
     if args.strategies is None:
-        learned = args.predictor is not None
-        args.strategies = "vanilla,seqsch,seqsch+vbs+resume,oracle,continuous" if learned else "vanilla,oracle"
+        args.strategies = _default_strategies(args.engine, args.predictor is not None)
     if args.max_new_tokens is None:
         args.max_new_tokens = BUILTIN_MAX_NEW_TOKENS if builtin else 512
+
+
+def _default_strategies(engine: str, learned: bool) -> str:
+    if engine == "hf":
+        return "vanilla,seqsch,seqsch+vbs+resume,oracle,continuous" if learned else "vanilla,oracle"
+    if learned:
+        return f"{engine},{engine}+sjf,{engine}+ljf,{engine}+kv,{engine}+sjf+oracle"
+    return f"{engine},{engine}+sjf+oracle,{engine}+ljf+oracle,{engine}+kv+oracle"
 
 
 def _replay_requests(args: argparse.Namespace) -> tuple[list[Any], dict[str, int], str]:

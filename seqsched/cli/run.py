@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from seqsched.cli.engine_args import add_engine_args, add_policy_args, engine_config, vllm_config
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help=__doc__, description=__doc__)
     p.add_argument("input", type=Path, help="request JSONL (OpenAI Batch request lines or plain lines)")
     p.add_argument("--output", "-o", type=Path, required=True, help="result JSONL (OpenAI Batch output)")
-    p.add_argument("--model", help="HF model directory or hub id (default: the built-in model)")
     p.add_argument(
         "--strategy",
         choices=["vanilla", "oracle", "seqsch"],
@@ -43,9 +44,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=512, help="limit for lines without max_tokens")
     p.add_argument("--margin-scale", type=float, default=1.0, help="safety margin: ceil(scale * p + add)")
     p.add_argument("--margin-add", type=float, default=0.0, help="safety margin, in tokens")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--resume", action="store_true", help="keep the answered lines of OUTPUT; run the rest")
     p.add_argument(
         "--workers",
@@ -56,23 +54,24 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--worker-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica")
     p.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs Ray reserves per replica")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
+    add_engine_args(p)
+    add_policy_args(p, policy_default=None)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from seqsched.api import RunConfig, execute, resolve_model
+    from seqsched.api import RunConfig, execute
     from seqsched.distributed import RayConfig
-    from seqsched.engine.config import EngineConfig
     from seqsched.schedule import ScheduleConfig
 
     config = RunConfig(
         input_path=args.input,
         output_path=args.output,
-        engine=EngineConfig(
-            model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype, num_threads=args.threads
-        ),
+        engine=engine_config(args),
+        engine_kind=args.engine,
+        vllm=vllm_config(args),
         strategy=args.strategy,
         predictor=args.predictor,
         oracle_lengths=args.oracle_lengths,
@@ -90,6 +89,10 @@ def main(args: argparse.Namespace) -> int:
             token_budget=args.token_budget,
             fcr=args.fcr or args.fcr_mode == "resume",
             fcr_mode=args.fcr_mode,
+            policy=args.policy or ("sjf" if args.predictor or args.oracle_lengths else "fcfs"),
+            admission=args.admission,
+            kv_margin=args.kv_margin,
+            max_bypass=args.max_bypass,
         ),
     )
     # SIGTERM becomes SystemExit, so a killed job still writes what it finished.

@@ -43,6 +43,11 @@ def add_parser(subparsers: Any) -> None:
         help="prompt length to charge every request (default: estimated from its text)",
     )
     add_schedule_args(p, default_strategies="vanilla,oracle")
+    add_stream_args(p)
+    g = p.add_argument_group("the simulated continuous-batching engine (strategies continuous, continuous+sjf, ...)")
+    g.add_argument("--max-num-seqs", type=int, default=256, help="requests running at once (default: %(default)s)")
+    g.add_argument("--num-gpu-blocks", type=int, default=None, help="KV-cache blocks (default: no limit)")
+    g.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default: %(default)s)")
     p.set_defaults(func=main)
 
 
@@ -82,7 +87,11 @@ def main(args: argparse.Namespace) -> int:
         if args.prompt_tokens < 1:
             raise ValueError(f"--prompt-tokens ({args.prompt_tokens}) must be >= 1")
         requests = [dataclasses.replace(r, num_prompt_tokens_hint=args.prompt_tokens) for r in requests]
-    engine = SimulatedEngine(load_cost_model(args.cost_model))
+    from seqsched.engine.simulate_stream import SimulatedContinuousEngine
+
+    cost_model = load_cost_model(args.cost_model)
+    engine = SimulatedEngine(cost_model)
+    continuous = SimulatedContinuousEngine(cost_model, args.max_num_seqs, args.num_gpu_blocks, args.block_size)
     config = {
         "command": "simulate",
         "trace": str(args.trace),
@@ -95,7 +104,21 @@ def main(args: argparse.Namespace) -> int:
         "cost_model": args.cost_model,
         "prompt_tokens": args.prompt_tokens,
     }
-    return run_bench(args, engine, requests, trace.oracle(args.oracle), config, title=trace.name)
+    stream_engines = {"continuous": continuous}
+    return run_bench(args, engine, requests, trace.oracle(args.oracle), config, trace.name, stream_engines)
+
+
+def add_stream_args(p: argparse.ArgumentParser) -> None:
+    """Options of the stream plans that continuous strategies (vllm+sjf, ...) use."""
+    g = p.add_argument_group("stream plans (continuous strategies)")
+    g.add_argument("--kv-margin", type=float, default=1.0, help="+kv admission margin (default: %(default)s)")
+    g.add_argument(
+        "--max-bypass",
+        type=int,
+        default=1024,
+        help="aging bound of +sjf/+ljf: no request is overtaken by more than this many later ones "
+        "(default: %(default)s)",
+    )
 
 
 def run_bench(
@@ -105,6 +128,7 @@ def run_bench(
     oracle_lengths: dict[str, int] | None,
     config: dict[str, Any],
     title: str = "",
+    stream_engines: dict[str, Any] | None = None,
 ) -> int:
     """Build the strategies from the shared options, run them, print and save."""
     from seqsched.bench.plots import plot_bench
@@ -114,9 +138,16 @@ def run_bench(
     from seqsched.schedule import ScheduleConfig
 
     base = ScheduleConfig(
-        batch_size=args.batch_size, group_size=args.group_size, bin_size=args.bin_size, token_budget=args.token_budget
+        batch_size=args.batch_size,
+        group_size=args.group_size,
+        bin_size=args.bin_size,
+        token_budget=args.token_budget,
+        kv_margin=args.kv_margin,
+        max_bypass=args.max_bypass,
     )
-    ctx = StrategyContext(base, engine, oracle_lengths, args.predictor, args.margin_scale, args.margin_add)
+    ctx = StrategyContext(
+        base, engine, oracle_lengths, args.predictor, args.margin_scale, args.margin_add, stream_engines or {}
+    )
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
     strategies = [make_strategy(n, ctx) for n in names]
 
@@ -132,13 +163,13 @@ def run_bench(
 
         return tqdm(total=len(requests), desc=label, unit="req", file=sys.stderr, mininterval=2.0)
 
-    live = getattr(engine, "name", "") == "hf"  # the simulator needs no bar
+    live = getattr(engine, "name", "") in ("hf", "vllm")  # the simulator needs no bar
     bench = run_strategies(
         engine, requests, strategies, repeat=args.repeat, on_run=show, progress=bar if live else None
     )
     print(format_table(bench))
     differing = differing_outputs(bench)
-    if len(strategies) > 1 and getattr(engine, "name", "") == "hf":
+    if len(strategies) > 1 and live:
         verdict = "yes" if not differing else f"NO, {len(differing)} differ (e.g. {differing[0]!r})"
         print(f"greedy outputs identical across strategies: {verdict}")
     if getattr(args, "compare_cost_model", None) is not None:

@@ -70,6 +70,15 @@ class HFContinuousEngine(StreamEngine):
         self._manager: Any = None
 
     @property
+    def model(self) -> Any:
+        """The serving model, for predictors that share it."""
+        return self.engine.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+    @property
     def kv_capacity(self) -> int | None:
         return None if self.num_blocks is None else self.num_blocks * self.block_size
 

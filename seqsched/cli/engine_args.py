@@ -1,0 +1,87 @@
+"""Engine options shared by `run` and `bench`: which engine, how to load the model, and
+vLLM's sizes. Builds config dataclasses only; nothing here imports torch."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+ENGINES = ("hf", "continuous", "vllm")
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="hf",
+        help="hf: static batching with transformers' generate (the paper's setting); continuous: "
+        "transformers' continuous batching; vllm: vLLM's offline engine (install it with "
+        "`bash scripts/install.sh vllm`) (default: %(default)s)",
+    )
+    p.add_argument("--model", help="HF model directory or hub id (default: the built-in model)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: %(default)s)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="auto: float32 on a CPU, the checkpoint's dtype on an accelerator (default: %(default)s)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    v = p.add_argument_group("continuous engines (vllm, continuous)")
+    v.add_argument("--max-num-seqs", type=int, default=256, help="requests running at once (default: %(default)s)")
+    v.add_argument(
+        "--num-gpu-blocks",
+        type=int,
+        default=None,
+        help="KV-cache blocks (vLLM's num_gpu_blocks_override, CPU too; transformers' pages): a small "
+        "value makes a KV-bound engine (default: sized by the engine)",
+    )
+    v.add_argument("--block-size", type=int, default=None, help="vllm: tokens per KV block (default: vLLM's)")
+    v.add_argument("--max-model-len", type=int, default=None, help="vllm: context served (default: the model's)")
+    v.add_argument("--kv-cache-gib", type=float, default=None, help="vllm: KV-cache memory (default: 1 on a CPU)")
+
+
+def add_policy_args(p: argparse.ArgumentParser, policy_default: str | None) -> None:
+    g = p.add_argument_group("stream plan (continuous engines)")
+    g.add_argument(
+        "--policy",
+        choices=["fcfs", "sjf", "ljf"],
+        default=policy_default,
+        help="admission order: fcfs (input order), sjf (shortest predicted first: mean latency), ljf "
+        "(longest predicted first: makespan) (default: sjf with a predictor, else fcfs)",
+    )
+    g.add_argument(
+        "--admission",
+        choices=["none", "kv"],
+        default="none",
+        help="kv: admit a request only while prompt + margin x predicted output of the running ones fit "
+        "the KV cache (default: %(default)s)",
+    )
+    g.add_argument("--kv-margin", type=float, default=1.0, help="kv admission margin (default: %(default)s)")
+    g.add_argument(
+        "--max-bypass",
+        type=int,
+        default=1024,
+        help="aging bound: no request is overtaken by more than this many later ones (default: %(default)s)",
+    )
+
+
+def engine_config(args: argparse.Namespace) -> Any:
+    from seqsched.api import resolve_model
+    from seqsched.engine.config import EngineConfig
+
+    return EngineConfig(
+        model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype, num_threads=args.threads
+    )
+
+
+def vllm_config(args: argparse.Namespace) -> Any:
+    from seqsched.engine.config import VLLMConfig
+
+    return VLLMConfig(
+        max_num_seqs=args.max_num_seqs,
+        num_gpu_blocks=args.num_gpu_blocks,
+        block_size=args.block_size,
+        max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib,
+    )

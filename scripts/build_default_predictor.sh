@@ -29,3 +29,9 @@ $seqsched predictor train --kind probe --regressor quantile --quantile 0.6 --tar
     --trace data/default_model_lengths.jsonl --out seqsched/assets/default_predictor
 $seqsched predictor eval seqsched/assets/default_predictor --trace data/default_workload_lengths.jsonl \
     --target L_t0.0 --limit 256
+# 4. a text proxy on the same lengths: the default for continuous engines (vLLM), where a probe
+#    would need a second copy of the model and its cost lands on every request's completion time.
+$seqsched predictor train --kind proxy --target L_t0.0 --limit 256 \
+    --trace data/default_model_lengths.jsonl --out seqsched/assets/default_proxy
+$seqsched predictor eval seqsched/assets/default_proxy --trace data/default_workload_lengths.jsonl \
+    --target L_t0.0 --limit 256

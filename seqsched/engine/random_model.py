@@ -35,6 +35,7 @@ SHAPES: dict[str, Shape] = {
     "cpu-6m": Shape(320, 864, 4, 5, 4096, 2048),
     "cpu-8m": Shape(256, 768, 8, 8, 4096, 2048),
     "cpu-20m": Shape(384, 1024, 10, 6, 4096, 2048),
+    "cpu-27m": Shape(512, 1376, 8, 8, 4096, 2048),  # head size 64, which vLLM's CPU attention supports
 }
 
 

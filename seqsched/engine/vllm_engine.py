@@ -11,6 +11,8 @@ NOTE on how a plan reaches vLLM:
   rule says the running ones fit the cache. Requests then report their tokens every
   step (``RequestOutputKind.DELTA``) so one that outgrows its reservation is charged
   for it; plans without admission ask for final outputs only, as ``LLM.generate`` does.
+- vLLM's prefix cache is on (its default) but emptied at the start of every run, so a
+  strategy never reuses the prompt blocks of the one before it.
 - ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (set here unless the user set it) keeps the
   engine core in this process: requests added before a ``step()`` are all in the
   scheduler when it runs, so priorities are exact, and start-up takes seconds.
@@ -49,6 +51,7 @@ class VLLMEngine(StreamEngine):
         self.config = config
         self.vllm_config = vllm_config or VLLMConfig()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # per-step INFO lines would bury the progress bar
         check_source(config.model, "model")
         check_source(config.tokenizer_path, "tokenizer")
         self.llm = _build(config, self.vllm_config)
@@ -98,6 +101,7 @@ class VLLMEngine(StreamEngine):
     def start(self) -> None:
         if self.engine.has_unfinished_requests():
             raise RuntimeError("the vLLM engine still has requests from an earlier run")
+        self.llm.reset_prefix_cache()
         self._start = time.perf_counter()
         self._preemptions_before = self._preemptions()
         self._tokens: dict[str, list[int]] = {}

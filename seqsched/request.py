@@ -60,6 +60,11 @@ class Request:
     # Tokens already generated and kept (an FCR failure under ``fcr_mode="resume"``):
     # the next run continues after prompt + prefix instead of starting over.
     output_prefix: tuple[int, ...] = ()
+    # Strings that end the response (not included in its text), as in the OpenAI API.
+    stop: tuple[str, ...] = ()
+    # A hash of the request as given (its input line): resume reuses an answer only for
+    # the same request.
+    fingerprint: str | None = None
     status: RequestStatus = RequestStatus.WAITING
     error: str | None = None
 

@@ -67,14 +67,15 @@ def test_aging_bound_holds_on_random_keys(seed: int, bound: int | None) -> None:
         assert order == sorted(range(len(keys)), key=lambda i: (keys[i], i))
 
 
-def test_kv_reservation_is_prompt_plus_margin_times_prediction_in_blocks() -> None:
+def test_kv_reservation_is_prompt_plus_margin_times_prediction() -> None:
     requests = create_requests([10, 100, 600])
     for r in requests:
         r.num_prompt_tokens_hint = 7
     plan = plan_stream(requests, ScheduleConfig(admission="kv", kv_margin=1.5), kv_capacity=1000, block_size=8)
-    # 7 + 15 = 22 -> 24; 7 + 150 = 157 -> 160; 7 + min(512, 900) = 519 -> 520
-    assert plan.reserve == {0: 24, 1: 160, 2: 520}
-    assert plan.kv_capacity == 1000
+    # 7 + 15, 7 + 150, 7 + min(512, 900)
+    assert plan.reserve == {0: 22, 1: 157, 2: 519}
+    assert plan.prompt_tokens == {0: 7, 1: 7, 2: 7}
+    assert (plan.kv_capacity, plan.block_size) == (1000, 8)
 
 
 def test_kv_admission_needs_a_capacity() -> None:
@@ -82,21 +83,47 @@ def test_kv_admission_needs_a_capacity() -> None:
         plan_stream(create_requests([10]), ScheduleConfig(admission="kv"))
 
 
-def test_kv_admission_never_exceeds_its_budget() -> None:
-    rng = random.Random(0)
-    admission = KVAdmission(capacity=100, reserve={i: rng.randint(1, 60) for i in range(200)})
-    waiting = list(range(200))
-    running: list[int] = []
+def _admission(capacity: int, sizes: dict[int, tuple[int, int]], block_size: int = 1) -> KVAdmission:
+    """``sizes``: request -> (prompt, final size)."""
+    final = {i: f for i, (_, f) in sizes.items()}
+    return KVAdmission(capacity, final, {i: p for i, (p, _) in sizes.items()}, block_size)
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("block_size", [1, 16])
+def test_with_exact_predictions_the_cache_never_overflows(seed: int, block_size: int) -> None:
+    """Requests grow one token a step and free everything at their end, as in an engine."""
+    rng = random.Random(seed)
+    sizes = {i: (p, p + rng.randint(1, 120)) for i, p in enumerate(rng.randint(1, 40) for _ in range(150))}
+    capacity = 600
+    admission = _admission(capacity, sizes, block_size)
+    waiting, running, admitted_peak = list(sizes), {}, 0
     while waiting or running:
         while waiting and admission.try_admit(waiting[0]):
-            running.append(waiting.pop(0))
-        assert admission.used <= 100 or len(running) == 1
-        running.remove(rng.choice(running))
-        admission.release(next(i for i in list(admission.held) if i not in running))
+            index = waiting.pop(0)
+            running[index] = sizes[index][0]
+        admitted_peak = max(admitted_peak, len(running))
+        for i in list(running):
+            running[i] += 1  # the step's new token needs its slot
+            admission.grow(i, running[i])
+        used = sum(-(-held // block_size) * block_size for held in running.values())
+        assert used <= capacity or len(running) == 1
+        for i in [i for i, held in running.items() if held >= sizes[i][1]]:
+            del running[i]
+            admission.release(i)
+    assert admitted_peak > 5
+
+
+def test_admission_counts_that_finished_requests_free_their_cache() -> None:
+    # The final sizes add up to 110 > 100, but the short one ends long before the long one peaks.
+    admission = _admission(100, {0: (10, 90), 1: (10, 20)})
+    assert admission.try_admit(0)
+    assert admission.try_admit(1)
+    assert admission.peak() == 90
 
 
 def test_kv_admission_admits_one_request_larger_than_the_cache() -> None:
-    admission = KVAdmission(capacity=10, reserve={0: 50, 1: 5})
+    admission = _admission(10, {0: (5, 50), 1: (2, 5)})
     assert admission.try_admit(0)
     assert not admission.try_admit(1)
     admission.release(0)
@@ -104,13 +131,14 @@ def test_kv_admission_admits_one_request_larger_than_the_cache() -> None:
 
 
 def test_kv_admission_charges_what_a_request_outgrew() -> None:
-    admission = KVAdmission(capacity=100, reserve={0: 40, 1: 40, 2: 40})
+    admission = _admission(100, {0: (10, 40), 1: (10, 40), 2: (10, 40)})
     assert admission.try_admit(0) and admission.try_admit(1)
-    admission.grow(0, 70)  # under-predicted: it now holds 70
-    assert admission.used == 110
+    admission.grow(0, 85)  # under-predicted: it holds 85, and is given one more step
+    assert admission.used == 95
+    assert admission.peak(2) > 100
     assert not admission.try_admit(2)
-    admission.grow(1, 10)  # never shrinks below the reservation
-    assert admission.used == 110
+    admission.grow(1, 5)  # never shrinks
+    assert admission.held[1] == 10
 
 
 def test_config_rejects_bad_continuous_fields() -> None:

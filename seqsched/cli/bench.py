@@ -151,7 +151,7 @@ def _live_requests(args: argparse.Namespace) -> tuple[list[Any], str]:
     from seqsched.data.batch_io import read_requests
 
     if args.prompts is not None:
-        requests, errors = read_requests(args.prompts, args.max_new_tokens)
+        requests, errors = read_requests(args.prompts, args.max_new_tokens, require_custom_id=False)
         for e in errors[:5]:
             print(f"seqsched bench: skipping bad line: {e.message}", file=sys.stderr)
         if not requests:

@@ -1,4 +1,11 @@
-"""`seqsched run`: answer a request file (OpenAI Batch or plain JSONL) with a local model."""
+"""`seqsched run`: answer a request file (OpenAI Batch or plain JSONL) with a local model.
+
+Answers go to OUTPUT in input order; failed lines (bad input, or a request the model
+refused) to the error file, with their custom_id, line and message; counts to
+OUTPUT.status.json. Exit status: 0 when every line was answered, 3 when some lines
+failed (the rest answered), 2 for a usage error (nothing run), 130 / 143 when stopped by
+SIGINT / SIGTERM (answers so far kept in OUTPUT.partial; run again with --resume).
+Requests without a temperature are greedy (temperature 0), unlike the OpenAI API."""
 
 from __future__ import annotations
 
@@ -11,12 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from seqsched.cli.engine_args import add_engine_args, add_policy_args, engine_config, vllm_config
+from seqsched.data.batch_input import DEFAULT_MAX_LINE_BYTES
+
+EXIT_SOME_FAILED = 3
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("run", help=__doc__, description=__doc__)
-    p.add_argument("input", type=Path, help="request JSONL (OpenAI Batch request lines or plain lines)")
+    p = subparsers.add_parser(
+        "run",
+        help="answer a request file (OpenAI Batch or plain JSONL) with a local model",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("input", type=Path, help="request JSONL (OpenAI Batch request lines or plain lines); - for stdin")
     p.add_argument("--output", "-o", type=Path, required=True, help="result JSONL (OpenAI Batch output)")
+    p.add_argument("--errors", type=Path, default=None, help="failed lines (default: OUTPUT.errors.jsonl)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output and journal")
+    p.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=DEFAULT_MAX_LINE_BYTES,
+        help="longer lines are rejected before they are parsed",
+    )
     p.add_argument(
         "--strategy",
         choices=["vanilla", "oracle", "seqsch"],
@@ -44,7 +67,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=512, help="limit for lines without max_tokens")
     p.add_argument("--margin-scale", type=float, default=1.0, help="safety margin: ceil(scale * p + add)")
     p.add_argument("--margin-add", type=float, default=0.0, help="safety margin, in tokens")
-    p.add_argument("--resume", action="store_true", help="keep the answered lines of OUTPUT; run the rest")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a job: keep the answers in OUTPUT.partial and OUTPUT whose request and settings are "
+        "unchanged; run the rest",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -64,6 +92,7 @@ def main(args: argparse.Namespace) -> int:
 
     from seqsched.api import RunConfig, execute
     from seqsched.distributed import RayConfig
+    from seqsched.job import Stopped
     from seqsched.schedule import ScheduleConfig
 
     config = RunConfig(
@@ -77,6 +106,9 @@ def main(args: argparse.Namespace) -> int:
         oracle_lengths=args.oracle_lengths,
         max_new_tokens=args.max_new_tokens,
         resume=args.resume,
+        overwrite=args.overwrite,
+        errors_path=args.errors,
+        max_line_bytes=args.max_line_bytes,
         ray=None
         if args.workers is None
         else RayConfig(args.workers, num_cpus=args.worker_cpus, num_gpus=args.worker_gpus, address=args.ray_address),
@@ -95,32 +127,58 @@ def main(args: argparse.Namespace) -> int:
             max_bypass=args.max_bypass,
         ),
     )
-    # SIGTERM becomes SystemExit, so a killed job still writes what it finished.
-    with _exit_on_sigterm(), tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
-        summary = execute(config, progress=bar)
+    data = sys.stdin.buffer.read() if str(args.input) == "-" else None
+    with _stop_on_signals(), tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
+        try:
+            summary = execute(config, progress=bar, data=data)
+        except Stopped as stop:
+            bar.close()
+            _say_stopped(args, stop.signum)
+            return 128 + stop.signum
     m = summary.metrics
     print(
-        f"seqsched run: {summary.num_lines} lines -> {summary.output_path} "
-        f"({summary.num_answered} answered, {m.num_errors} failed, {summary.num_input_errors} bad input, "
-        f"{summary.num_resumed} resumed) | {m.requests_per_second:.2f} req/s, "
-        f"{m.output_tokens_per_second:.1f} tok/s, avg length {m.average_length:.1f}, "
-        f"effective token ratio {m.effective_token_ratio:.1%}, failure ratio {m.failure_ratio:.1%}, "
-        f"predictor {m.predictor_overhead:.1%}, {m.wall_seconds:.1f} s"
+        f"seqsched run: {summary.num_lines} answers -> {summary.output_path} ({summary.num_answered} new, "
+        f"{summary.num_resumed} resumed); {summary.num_errors} failed lines -> {summary.errors_path} "
+        f"({summary.num_input_errors} bad input, {summary.num_failed} refused by the engine) | "
+        f"{m.requests_per_second:.2f} req/s, {m.output_tokens_per_second:.1f} tok/s, avg length "
+        f"{m.average_length:.1f}, effective token ratio {m.effective_token_ratio:.1%}, failure ratio "
+        f"{m.failure_ratio:.1%}, predictor {m.predictor_overhead:.1%}, {m.wall_seconds:.1f} s",
+        file=sys.stderr,
     )
-    return 0
+    return EXIT_SOME_FAILED if summary.num_errors else 0
+
+
+def _say_stopped(args: argparse.Namespace, signum: int) -> None:
+    from seqsched.job import journal_path
+
+    journal = journal_path(args.output)
+    saved = journal.read_bytes().count(b"\n") if journal.exists() else 0
+    command = " ".join(sys.argv) if "--resume" in sys.argv else " ".join([*sys.argv, "--resume"])
+    if "--overwrite" in command:
+        command = command.replace(" --overwrite", "")
+    print(
+        f"seqsched run: stopped by {signal.Signals(signum).name}: {saved} answers saved in {journal}; "
+        f"no output written; continue with: {command}",
+        file=sys.stderr,
+    )
 
 
 @contextlib.contextmanager
-def _exit_on_sigterm() -> Iterator[None]:
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the job at once with :class:`Stopped`: the journal keeps
+    what finished, and no output that looks complete is written."""
+    from seqsched.job import Stopped
+
     def _raise(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
+        raise Stopped(signum)
 
     try:
-        previous = signal.signal(signal.SIGTERM, _raise)
+        previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -65,7 +65,7 @@ def read_prompts(path: str | Path, max_new_tokens: int = 512) -> list[Request]:
     if first is None:
         raise ValueError(f"{path}: empty file: no prompts in it")
     if _is_json_object(first):
-        requests, errors = read_requests(path, max_new_tokens)
+        requests, errors = read_requests(path, max_new_tokens, require_custom_id=False)
         if errors:
             raise ValueError(f"{errors[0].message} (and {len(errors) - 1} more bad lines)")
         return requests

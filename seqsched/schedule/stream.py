@@ -13,11 +13,12 @@ waiting request is admitted next, and *how many* run at once:
 - An aging bound, ``max_bypass``: no request is overtaken by more than that many
   requests that came after it in the input. The static pipeline's group window bounds
   waiting the same way; here the window slides.
-- ``kv`` admission: a request is admitted only while the admitted requests' prompt +
-  ``kv_margin`` x predicted output fit the KV cache, so the cache fills without the
-  engine having to preempt and recompute (S3, Jin et al. 2023). A request that outgrows
-  its reservation is charged what it really holds (``KVAdmission.grow``); one that still
-  overflows the cache is the engine's to preempt.
+- ``kv`` admission: a request is admitted only while the running requests' prompt +
+  ``kv_margin`` x predicted output fit the KV cache at every future step (finished
+  requests free theirs), so the cache fills without the engine having to preempt and
+  recompute (S3, Jin et al. 2023). A request that outgrows its prediction is charged
+  what it really holds (``KVAdmission.grow``); one that still overflows the cache is the
+  engine's to preempt.
 The plan reaches an engine as an order (submit in it), a priority per request (for
 engines with a priority queue: vLLM's ``priority`` policy), and an admission rule.
 """
@@ -40,16 +41,19 @@ class StreamPlan:
     - ``order``: the admission order; an engine submits requests in it.
     - ``priority``: lower runs first; the rank in ``order``, so a priority queue
       (vLLM's) pops exactly ``order``, and preempts the latest-ranked running request.
-    - ``reserve``: KV-cache tokens to reserve per request under ``kv`` admission
-      (prompt + margin x predicted output, rounded up to whole blocks); ``None``: the
-      engine admits what its own limits allow.
-    - ``kv_capacity``: the engine's KV cache, in tokens, that reservations must fit.
+    - ``reserve``: under ``kv`` admission, each request's predicted size at its end
+      (prompt + margin x predicted output), in tokens; ``None``: the engine admits what
+      its own limits allow.
+    - ``prompt_tokens``: each request's size when admitted (prompt + kept prefix).
+    - ``kv_capacity``: the engine's KV cache, in tokens, and ``block_size`` its blocks.
     """
 
     order: tuple[int, ...]
     priority: Mapping[int, int]
     reserve: Mapping[int, int] | None = None
     kv_capacity: int | None = None
+    prompt_tokens: Mapping[int, int] | None = None
+    block_size: int = 1
 
     def __post_init__(self) -> None:
         assert len(set(self.order)) == len(self.order), "a request appears twice in the order"
@@ -57,35 +61,61 @@ class StreamPlan:
         if self.reserve is not None:
             assert self.kv_capacity is not None and self.kv_capacity >= 1, "kv admission needs a capacity"
             assert set(self.reserve) == set(self.order), "every request needs a reservation"
+            assert self.prompt_tokens is not None and set(self.prompt_tokens) == set(self.order)
 
     def admission(self) -> KVAdmission | None:
         """A fresh admission rule for one run of this plan, or None."""
         if self.reserve is None:
             return None
-        assert self.kv_capacity is not None
-        return KVAdmission(self.kv_capacity, dict(self.reserve))
+        assert self.kv_capacity is not None and self.prompt_tokens is not None
+        return KVAdmission(self.kv_capacity, dict(self.reserve), dict(self.prompt_tokens), self.block_size)
 
 
 @dataclass
 class KVAdmission:
-    """Admit while reservations fit ``capacity``; the first request always fits (an
-    empty engine must make progress), so the engine's preemption handles one that is
-    larger than the whole cache."""
+    """Admit a request only if, with it, the predicted KV usage fits ``capacity`` at every
+    future step. The first request always fits (an empty engine must make progress), so
+    the engine's preemption handles one that is larger than the whole cache.
+
+    NOTE on the rule. A running request holds ``held`` tokens now and is predicted to
+    run ``left`` more steps, growing by one token a step, then to free all of it. The sum
+    of the requests' final sizes over-reserves: most will have finished before the others
+    peak. The usage ``t`` steps ahead is the sum over requests still running then of
+    ``held + t``; it only drops when a request ends, so its maximum is just before one of
+    the predicted ends, and checking those points (sorted, with suffix sums) is exact.
+    Each request is also charged up to one partly filled block (``block_size - 1``).
+    """
 
     capacity: int
-    reserve: dict[int, int]
-    held: dict[int, int] = field(default_factory=dict)  # admitted and not finished -> tokens
+    final: dict[int, int]  # request -> predicted tokens at its end (prompt + margin x predicted)
+    prompt: dict[int, int]  # request -> tokens when admitted (prompt + kept prefix)
+    block_size: int = 1
+    held: dict[int, int] = field(default_factory=dict)  # admitted and running -> tokens held now
 
     @property
     def used(self) -> int:
         return sum(self.held.values())
 
     def try_admit(self, index: int) -> bool:
-        tokens = self.reserve[index]
-        if self.held and self.used + tokens > self.capacity:
+        if self.held and self.peak(index) > self.capacity:
             return False
-        self.held[index] = tokens
+        self.held[index] = self.prompt[index]
         return True
+
+    def peak(self, extra: int | None = None) -> int:
+        """The largest predicted usage from now on, with ``extra`` admitted too."""
+        items = [(self._left(i), self.held[i]) for i in self.held]
+        if extra is not None:
+            items.append((self._left(extra, self.prompt[extra]), self.prompt[extra]))
+        items.sort()
+        suffix_held, peak = 0, 0
+        for k in range(len(items) - 1, -1, -1):
+            left, held = items[k]
+            suffix_held += held
+            alive = len(items) - k  # requests with at least ``left`` steps to go
+            # just before the k-th request's last step: each alive one has grown by left.
+            peak = max(peak, suffix_held + alive * (left + self.block_size - 1))
+        return peak
 
     def grow(self, index: int, num_tokens: int) -> None:
         """A running request now holds ``num_tokens`` (prompt + output so far)."""
@@ -94,6 +124,11 @@ class KVAdmission:
 
     def release(self, index: int) -> None:
         self.held.pop(index, None)
+
+    def _left(self, index: int, held: int | None = None) -> int:
+        """Predicted steps still to run; one that outran its prediction is given one more."""
+        held = self.held[index] if held is None else held
+        return max(1, self.final[index] - held)
 
 
 def plan_stream(
@@ -114,8 +149,9 @@ def plan_stream(
         return StreamPlan(tuple(order), priority)
     if kv_capacity is None:
         raise ValueError("kv admission needs the engine's KV-cache capacity (in tokens)")
-    reserve = {r.index: _reservation(r, cfg.kv_margin, block_size) for r in requests}
-    return StreamPlan(tuple(order), priority, reserve, kv_capacity)
+    reserve = {r.index: _reservation(r, cfg.kv_margin) for r in requests}
+    prompt = {r.index: r.num_prompt_tokens + len(r.output_prefix) for r in requests}
+    return StreamPlan(tuple(order), priority, reserve, kv_capacity, prompt, block_size)
 
 
 def bounded_sort(keys: Sequence[float], max_bypass: int | None) -> list[int]:
@@ -151,7 +187,6 @@ def _clamped_prediction(request: Request) -> int:
     return min(max(1, int(request.predicted_len)), request.remaining_tokens)
 
 
-def _reservation(request: Request, margin: float, block_size: int) -> int:
+def _reservation(request: Request, margin: float) -> int:
     output = min(request.remaining_tokens, math.ceil(margin * _clamped_prediction(request)))
-    tokens = request.num_prompt_tokens + len(request.output_prefix) + output
-    return -(-tokens // block_size) * block_size
+    return request.num_prompt_tokens + len(request.output_prefix) + output

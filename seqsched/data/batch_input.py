@@ -1,0 +1,263 @@
+"""Reading request files: the OpenAI Batch request shape, and plain JSONL.
+
+Input, one JSON object per line, either an OpenAI Batch request line
+``{"custom_id", "method": "POST", "url": "/v1/chat/completions" | "/v1/completions",
+"body": {"messages" | "prompt", "max_tokens", ...}}`` or a plain line
+``{"custom_id", "prompt" | "messages", "max_tokens"?, ...}``.
+
+NOTE on what a line must be, and what happens when it is not:
+- Lines end at ``\\n`` only (``\\r\\n`` too). A U+2028 or U+0085 inside a JSON string is
+  part of its line, as JSON allows. A UTF-8 byte-order mark before line 1 is dropped.
+- A bad line never stops the others. It becomes an :class:`InputError` naming the file,
+  the line, the field and the value: bytes that are not UTF-8, a line longer than
+  ``max_line_bytes`` (rejected before it is parsed, so a 10 MB line costs nothing), JSON
+  that is not an object, a missing or duplicate ``custom_id``, a bad value, or a field
+  seqsched does not support (``stream``, ``logprobs``, ``response_format``, tools, ``n``
+  above 1, a ``url`` other than the two completions endpoints, a ``method`` other than
+  POST, and any other body field it does not know), as vLLM's ``run_batch`` refuses them.
+- ``custom_id`` is required, as the OpenAI Batch format requires it (``require_custom_id``
+  off gives ``request-<line>`` instead, for prompt files read by ``bench`` and ``lengths``).
+- ``body.model`` and ``body.user`` are recorded, not enforced. A request without
+  ``temperature`` is greedy (temperature 0), unlike the OpenAI API's default of 1.
+Positions: a request's ``index`` is its 0-based line number, so indices are unique and in
+input order, with gaps where a line was blank or bad.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqsched.request import Request, SamplingParams
+
+DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any prompt a context window holds
+CHAT_URL, COMPLETIONS_URL = "/v1/chat/completions", "/v1/completions"
+MAX_STOP_STRINGS = 4
+_SUPPORTED = frozenset(
+    {"model", "user", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed"}
+    | {"n", "stop", "stream", "logprobs", "top_logprobs", "response_format"}
+)
+_LINE_FIELDS = frozenset({"custom_id", "method", "url", "body"})
+
+
+@dataclass(frozen=True)
+class InputError:
+    """A line that could not become a request. ``line`` is 1-based; ``custom_id`` is None
+    when the line has none that can be read."""
+
+    line: int
+    custom_id: str | None
+    message: str
+
+
+class _Bad(Exception):
+    """One line's problem, worded ``field 'body.max_tokens': must be ..., got -3``."""
+
+    def __init__(self, field: str | None, problem: str, value: Any = None, show: bool = True) -> None:
+        shown = ""
+        if show:
+            shown = f", got {_clip(_show(value) if field is not None or not isinstance(value, str) else value)}"
+        super().__init__(f"{f'field {field!r}: ' if field else ''}{problem}{shown}")
+
+
+def read_requests(
+    path: str | Path,
+    max_new_tokens: int = 512,
+    *,
+    data: bytes | None = None,
+    require_custom_id: bool = True,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> tuple[list[Request], list[InputError]]:
+    """Parse a request file (or ``data``, its bytes, e.g. stdin read under the name
+    ``path``); ``max_new_tokens`` is the limit for lines that give none. An empty file
+    gives no requests and no errors."""
+    path = Path(path)
+    raw = data if data is not None else path.read_bytes()
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    requests: list[Request] = []
+    errors: list[InputError] = []
+    seen: dict[str, int] = {}  # custom_id -> line
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        line = line.removesuffix(b"\r")
+        if not line.strip():
+            continue
+        custom_id: str | None = None
+        try:
+            obj = _load(line, max_line_bytes)
+            custom_id = _custom_id(obj, number, require_custom_id)
+            if custom_id in seen:
+                raise _Bad("custom_id", f"duplicate of line {seen[custom_id]}", custom_id)
+            seen[custom_id] = number
+            request = _request(obj, number, custom_id, max_new_tokens)
+            request.fingerprint = hashlib.sha256(line).hexdigest()
+            requests.append(request)
+        except _Bad as e:
+            errors.append(InputError(number, custom_id, f"{path.name}:{number}: {e}"))
+    return requests, errors
+
+
+def _load(line: bytes, max_line_bytes: int) -> dict[str, Any]:
+    if len(line) > max_line_bytes:
+        limit = f"over the limit of {max_line_bytes:,} (--max-line-bytes)"
+        raise _Bad(None, f"line is {len(line):,} bytes, {limit}", show=False)
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        where = f"byte 0x{line[e.start]:02x} at byte {e.start + 1} of the line"
+        raise _Bad(None, f"not UTF-8 ({where})", show=False) from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _Bad(None, f"invalid JSON ({e.msg} at column {e.colno})", text) from None
+    except (ValueError, RecursionError) as e:  # an integer of over 4300 digits, nesting too deep
+        raise _Bad(None, f"invalid JSON ({type(e).__name__}: {str(e)[:80]})", text) from None
+    if not isinstance(obj, dict):
+        raise _Bad(None, "a line must be a JSON object", obj)
+    return obj
+
+
+def _custom_id(obj: dict[str, Any], number: int, required: bool) -> str:
+    value = obj.get("custom_id")
+    if value is None:
+        if required:
+            raise _Bad("custom_id", "missing: every request line needs a custom_id (OpenAI Batch format)", show=False)
+        return f"request-{number}"
+    if not isinstance(value, str) or not value:
+        raise _Bad("custom_id", "must be a non-empty string", value)
+    return value
+
+
+def _request(obj: dict[str, Any], number: int, custom_id: str, default_limit: int) -> Request:
+    prefix, url = "", None
+    if "body" in obj:  # an OpenAI Batch request line
+        body, prefix = obj["body"], "body."
+        if not isinstance(body, dict):
+            raise _Bad("body", "must be a JSON object", body)
+        unknown = sorted(set(obj) - _LINE_FIELDS)
+        if unknown:
+            raise _Bad(unknown[0], "not a field of an OpenAI Batch request line", obj[unknown[0]])
+        method, url = obj.get("method", "POST"), obj.get("url")
+        if method != "POST":
+            raise _Bad("method", "only POST is supported", method)
+        if url is not None and url not in (CHAT_URL, COMPLETIONS_URL):
+            raise _Bad("url", f"only {CHAT_URL} and {COMPLETIONS_URL} are supported", url)
+    else:
+        body = {k: v for k, v in obj.items() if k != "custom_id"}
+    _check_supported(body, prefix)
+    prompt, messages = body.get("prompt"), body.get("messages")
+    if (prompt is None) == (messages is None):
+        given = "both" if prompt is not None else "neither"
+        raise _Bad(f"{prefix}prompt", f"give exactly one of prompt or messages ({given} given)", prompt)
+    if url == CHAT_URL and messages is None:
+        raise _Bad(f"{prefix}messages", f"{CHAT_URL} needs messages", None)
+    if url == COMPLETIONS_URL and prompt is None:
+        raise _Bad(f"{prefix}prompt", f"{COMPLETIONS_URL} needs a prompt", None)
+    if prompt is not None and (not isinstance(prompt, str) or not prompt):
+        raise _Bad(f"{prefix}prompt", "must be a non-empty string", prompt)
+    if messages is not None:
+        messages = _messages(messages, f"{prefix}messages")
+    return Request(
+        index=number - 1,
+        request_id=custom_id,
+        prompt=prompt,
+        messages=messages,
+        max_new_tokens=_limit(body, prefix, default_limit),
+        sampling=_sampling(body, prefix),
+        stop=_stop(body.get("stop"), f"{prefix}stop"),
+    )
+
+
+def _check_supported(body: dict[str, Any], prefix: str) -> None:
+    unknown = sorted(set(body) - _SUPPORTED)
+    if unknown:
+        raise _Bad(f"{prefix}{unknown[0]}", "not supported by seqsched", body[unknown[0]])
+    if body.get("stream") not in (None, False):
+        raise _Bad(f"{prefix}stream", "streaming is not supported in a batch job", body["stream"])
+    for field in ("logprobs", "top_logprobs", "response_format"):
+        if body.get(field) not in (None, False):
+            raise _Bad(f"{prefix}{field}", "not supported by seqsched", body[field])
+
+
+def _messages(value: Any, field: str) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise _Bad(field, "must be a non-empty list of {role, content} objects", value)
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict):
+            raise _Bad(f"{field}[{i}]", "must be a {role, content} object", m)
+        role, content = m.get("role"), m.get("content")
+        if not isinstance(role, str) or not role:
+            raise _Bad(f"{field}[{i}].role", "must be a non-empty string", role)
+        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+            if not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
+                raise _Bad(f"{field}[{i}].content", "parts must be {type: text, text} objects", content)
+            content = "".join(p["text"] for p in content)
+        if not isinstance(content, str):
+            raise _Bad(f"{field}[{i}].content", "must be a string", content)
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _limit(body: dict[str, Any], prefix: str, default: int) -> int:
+    given = [k for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None]
+    if len(given) > 1:
+        raise _Bad(f"{prefix}max_tokens", "give max_tokens or max_completion_tokens, not both", body[given[0]])
+    if not given:
+        return default
+    value = body[given[0]]
+    if not _is_int(value) or value < 1:
+        raise _Bad(f"{prefix}{given[0]}", "must be a positive integer", value)
+    return int(value)
+
+
+def _sampling(body: dict[str, Any], prefix: str) -> SamplingParams:
+    temperature, top_p, seed = body.get("temperature", 0.0), body.get("top_p", 1.0), body.get("seed")
+    if temperature is None:
+        temperature = 0.0
+    if top_p is None:
+        top_p = 1.0
+    if not _is_number(temperature) or not 0 <= temperature <= 2:
+        raise _Bad(f"{prefix}temperature", "must be a number in [0, 2]", temperature)
+    if not _is_number(top_p) or not 0 < top_p <= 1:
+        raise _Bad(f"{prefix}top_p", "must be a number in (0, 1]", top_p)
+    if seed is not None and (not _is_int(seed) or seed < 0):
+        raise _Bad(f"{prefix}seed", "must be an integer >= 0", seed)
+    n = body.get("n", 1)
+    if n is not None and (n != 1 or isinstance(n, bool)):
+        raise _Bad(f"{prefix}n", "only n = 1 is supported", n)
+    return SamplingParams(temperature=float(temperature), top_p=float(top_p), seed=seed)
+
+
+def _stop(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(stops, list)
+        or not 1 <= len(stops) <= MAX_STOP_STRINGS
+        or not all(isinstance(s, str) and s for s in stops)
+    ):
+        raise _Bad(field, f"must be a non-empty string or a list of 1 to {MAX_STOP_STRINGS} of them", value)
+    return tuple(stops)
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,102 @@
+"""The journal of a batch job: each answer appended the moment it exists, so a killed job
+loses nothing, and what ``--resume`` reads back.
+
+NOTE on what resume may reuse. Every answer carries a fingerprint of what it was made
+from: the request's input line and the generation settings (model, its weights' files,
+tokenizer, dtype, engine, seed, default limit). ``--resume`` keeps an answer only when the
+same ``custom_id`` now has the same fingerprint; an answer for a changed request or
+changed settings is re-run, and one for an id no longer in the input is dropped.
+
+A crash (or a full disk) can leave the journal's last line torn: bytes after the last
+newline. Opening the journal to append cuts them first, so a new answer never glues onto
+half of an old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+from typing import IO, Any
+
+FINGERPRINT_KEY = "fingerprint"
+
+
+def answer_fingerprint(request_fingerprint: str | None, settings: str) -> str:
+    return hashlib.sha256(f"{request_fingerprint}|{settings}".encode()).hexdigest()[:32]
+
+
+def settings_fingerprint(settings: dict[str, Any], model: str) -> str:
+    """A hash of the generation settings and of the model's files (name, size, mtime)."""
+    path = Path(model).expanduser()
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir()) if path.is_dir() else []
+    text = json.dumps({"settings": settings, "files": files}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def fingerprint_of(line: dict[str, Any]) -> str | None:
+    extra = line.get("seqsched")
+    value = extra.get(FINGERPRINT_KEY) if isinstance(extra, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON object lines of a journal or output file, and how many lines were
+    unreadable (a torn tail, damage)."""
+    lines, bad = [], 0
+    for raw in path.read_bytes().split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except (ValueError, RecursionError):
+            bad += 1
+            continue
+        if isinstance(line, dict):
+            lines.append(line)
+        else:
+            bad += 1
+    return lines, bad
+
+
+def cut_torn_tail(path: Path) -> int:
+    """Drop bytes after the last newline (a line a crash left half-written); return how many."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as f:
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return 0
+        data = path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+    return size - keep
+
+
+class Journal:
+    """Appends one JSON line per answer and flushes it to the OS at once."""
+
+    def __init__(self, path: Path, fresh: bool) -> None:
+        self.path = path
+        self.num_cut = 0 if fresh else cut_torn_tail(path)
+        self._file: IO[str] = path.open("w" if fresh else "a", encoding="utf-8")
+
+    def append(self, line: dict[str, Any]) -> None:
+        text = json.dumps(line, ensure_ascii=False) + "\n"
+        try:
+            self._file.write(text)
+            self._file.flush()
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write the journal {self.path}: {e.strerror}") from e
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # a full disk: the next --resume cuts the torn tail
+            self._file.close()
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,333 @@
+"""A batch job: request file in, answers out, nothing lost.
+
+NOTE on what a job guarantees:
+- Every path is checked before the model loads. An existing output or journal is never
+  replaced unless the job is told ``overwrite`` (or ``resume``, which continues it).
+- Each answer is appended to the journal (``OUT.partial``) the moment it exists, so a
+  killed job loses nothing that finished. ``resume`` reuses an answer only when its
+  request line and the generation settings are unchanged (``data/journal.py``); it
+  re-runs the rest and drops answers for ids no longer in the input.
+- On success the output holds the answers, in input order; failed lines (bad input, or a
+  request the engine refused) go to the error file with their ``custom_id``, line and
+  message, as the OpenAI Batch API splits them; a status JSON gives the counts. Then the
+  journal goes. The output is written atomically: it exists only when it is complete.
+- A job stopped by a signal, or by an error, writes no output: the journal keeps what
+  finished, and the status says ``interrupted`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from seqsched.bench.metrics import Metrics, compute_metrics
+from seqsched.data.batch_io import error_line, is_answered, read_requests, result_line, write_json, write_jsonl
+from seqsched.data.journal import Journal, answer_fingerprint, fingerprint_of, read_lines, settings_fingerprint
+from seqsched.data.traces import read_length_map
+from seqsched.pipeline import Pipeline, RunReport
+from seqsched.request import Request, RequestStatus, Result
+
+if TYPE_CHECKING:
+    from seqsched.api import Progress, RunConfig
+    from seqsched.data.batch_io import InputError
+
+STDIN = Path("-")
+
+
+class Stopped(BaseException):
+    """A job stopped by a signal (SIGINT, SIGTERM): a BaseException, so that no library's
+    ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    output: Path
+    errors: Path
+    status: Path
+    journal: Path
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    metrics: Metrics  # over the requests run this time
+    num_lines: int  # answers in the output
+    num_answered: int  # new answers
+    num_resumed: int  # answers kept from the journal or an earlier output
+    num_input_errors: int
+    num_failed: int  # requests the engine refused (over the context, ...)
+    num_changed: int  # earlier answers re-run because their request or settings changed
+    num_dropped: int  # earlier answers whose custom_id is not in the input
+    output_path: Path
+    errors_path: Path
+
+    @property
+    def num_errors(self) -> int:
+        return self.num_input_errors + self.num_failed
+
+
+def job_paths(output: Path, errors: Path | None = None) -> JobPaths:
+    return JobPaths(
+        output=output,
+        errors=errors if errors is not None else output.with_name(output.name + ".errors.jsonl"),
+        status=output.with_name(output.name + ".status.json"),
+        journal=journal_path(output),
+    )
+
+
+def journal_path(output_path: Path) -> Path:
+    """Where answers are appended as they finish, until the ordered output is written."""
+    return output_path.with_name(output_path.name + ".partial")
+
+
+def check_paths(config: RunConfig) -> JobPaths:
+    """Every path the job will read or write, checked before anything loads."""
+    paths = job_paths(config.output_path, config.errors_path)
+    if config.input_path != STDIN:
+        _readable_file(config.input_path, "input")
+    for what, path in (("output", paths.output), ("error file", paths.errors)):
+        if path.resolve() == config.input_path.resolve():
+            raise ValueError(f"the {what} ({path}) would overwrite the input")
+        _writable_dir(path.parent, what, path)
+        if path.is_dir():
+            raise ValueError(f"{what} path {path} is a directory")
+    if paths.errors.resolve() == paths.output.resolve():
+        raise ValueError(f"the error file and the output are the same file ({paths.output})")
+    if not (config.resume or config.overwrite):
+        existing = [p for p in (paths.output, paths.journal) if p.exists()]
+        if existing:
+            raise ValueError(
+                f"{existing[0]} exists: pass --resume to continue that job, or --overwrite to start afresh"
+            )
+    if config.predictor is not None and not Path(config.predictor).is_dir():
+        raise ValueError(f"predictor {config.predictor} is not a directory (a saved predictor)")
+    if config.oracle_lengths is not None:
+        _readable_file(config.oracle_lengths, "oracle lengths")
+    return paths
+
+
+def execute(config: RunConfig, progress: Progress | None = None, data: bytes | None = None) -> RunSummary:
+    """Run a resolved config; ``data`` is the input's bytes when it is stdin (``-``)."""
+    paths = check_paths(config)
+    requests, errors = read_requests(
+        "<stdin>" if config.input_path == STDIN else config.input_path,
+        config.max_new_tokens,
+        data=data,
+        max_line_bytes=config.max_line_bytes,
+    )
+    settings = _settings_fingerprint(config)
+    for r in requests:
+        r.fingerprint = answer_fingerprint(r.fingerprint, settings)
+    answered, changed, dropped, cut = _earlier_answers(config, paths, requests)
+    if config.resume and (paths.output.exists() or paths.journal.exists()):
+        print(
+            f"seqsched run: resuming: {len(answered)} answers kept, {changed} re-run (request or settings "
+            f"changed), {dropped} dropped (not in the input)"
+            + (f", a torn last line cut ({cut} bytes)" if cut else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+    todo = [r for r in requests if r.request_id not in answered]
+    _check_oracle(config, todo)
+    model_name = _model_name(config.engine.model)
+    report = RunReport(results=[])
+    started = time.time()
+    if config.resume:  # the journal holds exactly the answers kept, written atomically
+        write_jsonl(paths.journal, list(answered.values()))
+    journal = Journal(paths.journal, fresh=not config.resume)
+    try:
+        if todo:
+            run_requests = _local_runner(config, todo) if config.ray is None else _ray_runner(config)
+            if progress is not None:
+                progress.total = len(todo)
+                progress.refresh()
+
+            def save(result: Result) -> None:
+                line = result_line(result, model_name)
+                if is_answered(line):
+                    line["seqsched"]["fingerprint"] = result.request.fingerprint
+                    journal.append(line)
+
+            report = run_requests(todo, progress.update if progress else None, save)
+    except Stopped:
+        _write_status(paths, config, "interrupted", len(requests) + len(errors), started)
+        journal.close()
+        raise
+    except BaseException:
+        _write_status(paths, config, "failed", len(requests) + len(errors), started)
+        journal.close()
+        raise
+    failed = [res for res in report.results if res.status == RequestStatus.FINISHED_ERROR]
+    lines = _answers(requests, answered, report.results, model_name)
+    write_jsonl(paths.errors, _error_lines(errors, failed))
+    write_jsonl(paths.output, lines)
+    counts = {"completed": len(lines), "failed": len(errors) + len(failed), "resumed": len(answered)}
+    _write_status(paths, config, "completed", len(requests) + len(errors), started, counts)
+    journal.remove()
+    return RunSummary(
+        metrics=compute_metrics(report),
+        num_lines=len(lines),
+        num_answered=len(lines) - len(answered),
+        num_resumed=len(answered),
+        num_input_errors=len(errors),
+        num_failed=len(failed),
+        num_changed=changed,
+        num_dropped=dropped,
+        output_path=paths.output,
+        errors_path=paths.errors,
+    )
+
+
+def _earlier_answers(
+    config: RunConfig, paths: JobPaths, requests: list[Request]
+) -> tuple[dict[str, dict[str, Any]], int, int, int]:
+    """Answers to reuse (by custom_id), and how many were re-run, dropped, and torn bytes cut."""
+    if not config.resume:
+        return {}, 0, 0, 0
+    from seqsched.data.journal import cut_torn_tail
+
+    cut = cut_torn_tail(paths.journal)
+    found: dict[str, dict[str, Any]] = {}
+    for path in (paths.output, paths.journal):  # the journal is newer: it wins
+        if path.exists():
+            for line in read_lines(path)[0]:
+                if isinstance(line.get("custom_id"), str) and is_answered(line):
+                    found[line["custom_id"]] = line
+    wanted = {r.request_id: r.fingerprint for r in requests}
+    kept = {cid: line for cid, line in found.items() if cid in wanted and fingerprint_of(line) == wanted[cid]}
+    changed = sum(1 for cid in found if cid in wanted and cid not in kept)
+    dropped = sum(1 for cid in found if cid not in wanted)
+    return kept, changed, dropped, cut
+
+
+def _answers(
+    requests: list[Request], answered: dict[str, dict[str, Any]], results: list[Result], model_name: str
+) -> list[dict[str, Any]]:
+    """Answer lines in input order."""
+    done = {res.request.index: res for res in results if res.status.is_finished}
+    lines = []
+    for r in requests:
+        if r.request_id in answered:
+            lines.append(answered[r.request_id])
+        elif r.index in done and done[r.index].status != RequestStatus.FINISHED_ERROR:
+            line = result_line(done[r.index], model_name)
+            line["seqsched"]["fingerprint"] = r.fingerprint
+            lines.append(line)
+    return lines
+
+
+def _error_lines(errors: list[InputError], failed: list[Result]) -> list[dict[str, Any]]:
+    """Failed lines in line order: the OpenAI Batch error shape, with the line number."""
+    lines = [(e.line, error_line(e.custom_id, e.message)) for e in errors]
+    for res in failed:
+        request = res.request
+        line = error_line(request.request_id, request.error or "request failed", code="request_failed")
+        lines.append((request.index + 1, line))
+    return [{**line, "line": number} for number, line in sorted(lines, key=lambda p: p[0])]
+
+
+def _write_status(
+    paths: JobPaths,
+    config: RunConfig,
+    state: str,
+    total: int,
+    started: float,
+    counts: dict[str, int] | None = None,
+) -> None:
+    status = {
+        "state": state,
+        "input": str(config.input_path),
+        "output": str(paths.output) if state == "completed" else None,
+        "errors": str(paths.errors) if state == "completed" else None,
+        "journal": str(paths.journal) if state != "completed" else None,
+        "request_counts": {"total": total, **(counts or {})},
+        "seconds": round(time.time() - started, 3),
+    }
+    try:
+        write_json(paths.status, status)
+    except OSError:  # a full disk must not hide the job's own error
+        if state == "completed":
+            raise
+
+
+def _settings_fingerprint(config: RunConfig) -> str:
+    engine = config.engine
+    settings = {
+        "model": engine.model,
+        "tokenizer": engine.tokenizer_path,
+        "dtype": engine.dtype,
+        "chat_template": engine.chat_template,
+        "seed": engine.seed,
+        "engine": config.engine_kind,
+        "default_max_new_tokens": config.max_new_tokens,
+    }
+    return settings_fingerprint(settings, engine.model)
+
+
+RunRequests = Callable[[list[Request], Callable[[int], None] | None, Callable[[Result], None]], RunReport]
+
+
+def _local_runner(config: RunConfig, todo: list[Request]) -> RunRequests:
+    """The pipeline in this process."""
+    from seqsched.api import build_engine, build_predictor
+
+    engine = build_engine(config.engine, config.engine_kind, config.vllm)
+    predictor = build_predictor(config, engine)
+    engine.warmup(todo)  # so the first micro-batch's timing is not the kernels' start-up
+
+    def run_requests(
+        requests: list[Request], progress: Callable[[int], None] | None, on_result: Callable[[Result], None]
+    ) -> RunReport:
+        return Pipeline(engine, predictor, config.schedule, progress, on_result=on_result).run(requests)
+
+    return run_requests
+
+
+def _ray_runner(config: RunConfig) -> RunRequests:
+    """Replicas on Ray (``seqsched.distributed``); each worker loads its own model."""
+    import functools
+
+    from seqsched.distributed import run_on_ray
+
+    assert config.ray is not None
+    return functools.partial(run_on_ray, config, config.ray)
+
+
+def _check_oracle(config: RunConfig, todo: list[Request]) -> None:
+    if config.oracle_lengths is None:
+        return
+    lengths = read_length_map(config.oracle_lengths)
+    missing = [r.request_id for r in todo if r.request_id not in lengths]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5])
+        raise ValueError(f"{config.oracle_lengths}: no length for {len(missing)} request(s): {shown}")
+
+
+def _model_name(model: str | Path) -> str:
+    path = Path(model).expanduser()
+    return path.name if path.exists() else str(model)
+
+
+def _readable_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{what} {path} is not readable")
+
+
+def _writable_dir(directory: Path, what: str, path: Path) -> None:
+    directory = directory if str(directory) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"the {what}'s directory {directory} does not exist (for {path})")
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"the {what}'s directory {directory} is not writable (for {path})")

@@ -31,21 +31,13 @@ from seqsched.data.journal import Journal, answer_fingerprint, fingerprint_of, r
 from seqsched.data.traces import read_length_map
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.request import Request, RequestStatus, Result
+from seqsched.signals import Stopped
 
 if TYPE_CHECKING:
     from seqsched.api import Progress, RunConfig
     from seqsched.data.batch_io import InputError
 
 STDIN = Path("-")
-
-
-class Stopped(BaseException):
-    """A job stopped by a signal (SIGINT, SIGTERM): a BaseException, so that no library's
-    ``except Exception`` swallows it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by signal {signum}")
-        self.signum = signum
 
 
 @dataclass(frozen=True)

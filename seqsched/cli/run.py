@@ -10,10 +10,8 @@ Requests without a temperature are greedy (temperature 0), unlike the OpenAI API
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +86,21 @@ def add_parser(subparsers: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from seqsched.signals import Stopped, stop_on_signals
+
+    try:
+        with stop_on_signals():
+            return _main(args)
+    except Stopped as stop:
+        _say_stopped(args, stop.signum)
+        return 128 + stop.signum
+
+
+def _main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from seqsched.api import RunConfig, execute
     from seqsched.distributed import RayConfig
-    from seqsched.job import Stopped
     from seqsched.schedule import ScheduleConfig
 
     config = RunConfig(
@@ -128,13 +136,8 @@ def main(args: argparse.Namespace) -> int:
         ),
     )
     data = sys.stdin.buffer.read() if str(args.input) == "-" else None
-    with _stop_on_signals(), tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
-        try:
-            summary = execute(config, progress=bar, data=data)
-        except Stopped as stop:
-            bar.close()
-            _say_stopped(args, stop.signum)
-            return 128 + stop.signum
+    with tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
+        summary = execute(config, progress=bar, data=data)
     m = summary.metrics
     print(
         f"seqsched run: {summary.num_lines} answers -> {summary.output_path} ({summary.num_answered} new, "
@@ -161,24 +164,3 @@ def _say_stopped(args: argparse.Namespace, signum: int) -> None:
         f"no output written; continue with: {command}",
         file=sys.stderr,
     )
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM stop the job at once with :class:`Stopped`: the journal keeps
-    what finished, and no output that looks complete is written."""
-    from seqsched.job import Stopped
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise Stopped(signum)
-
-    try:
-        previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -43,7 +43,7 @@ def result_line(result: Result, model: str) -> dict[str, Any]:
     body = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{_digest(request.request_id)}",
         "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()),
+        "created": _created(),
         "model": model,
         "choices": [choice],
         "usage": usage,
@@ -59,6 +59,12 @@ def result_line(result: Result, model: str) -> dict[str, Any]:
             "num_runs": result.num_runs,
         },
     }
+
+
+def _created() -> int:
+    """Now, or ``SOURCE_DATE_EPOCH`` when set (reproducible outputs, as for builds)."""
+    fixed = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return int(fixed) if fixed.isdigit() else int(time.time())
 
 
 def error_line(custom_id: str | None, message: str, code: str = INVALID_REQUEST) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class RunSummary:
     num_dropped: int  # earlier answers whose custom_id is not in the input
     output_path: Path
     errors_path: Path
+    num_oom_splits: int = 0  # micro-batches halved after running out of memory
 
     @property
     def num_errors(self) -> int:
@@ -175,6 +176,7 @@ def execute(config: RunConfig, progress: Progress | None = None, data: bytes | N
         num_dropped=dropped,
         output_path=paths.output,
         errors_path=paths.errors,
+        num_oom_splits=report.num_oom_splits,
     )
 
 

@@ -10,11 +10,13 @@ priorities, an admission rule) and reports each request as it finishes.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from seqsched.engine.base import Engine
+from seqsched.engine.base import BatchRun, Engine, OutOfMemory
+from seqsched.engine.prompts import text_before_stop
 from seqsched.engine.stream import StreamEngine
 from seqsched.predict.base import LengthPredictor
 from seqsched.request import Outcome, Request, RequestStatus, Result
@@ -50,6 +52,8 @@ class RunReport:
     wall_seconds: float = 0.0
     predictor_seconds: float = 0.0
     num_preemptions: int | None = None  # continuous engines that count them
+    num_oom_splits: int = 0  # micro-batches halved after the engine ran out of memory
+    num_replica_retries: int = 0  # groups re-run after their Ray replica died
 
     @property
     def num_failures(self) -> int:
@@ -143,7 +147,7 @@ class Pipeline:
         for r in rows:
             r.status = RequestStatus.RUNNING
         started = self._clock
-        run = engine.run(batch, rows)
+        run = self._run_halving(engine, batch, rows)
         assert [o.index for o in run.outcomes] == list(batch.indices), "outcomes out of row order"
         self._clock += run.seconds
         failed_outcomes = [o for r, o in zip(rows, run.outcomes, strict=True) if self._record(r, o, batch, started)]
@@ -164,6 +168,24 @@ class Pipeline:
         self._progress(len(rows) - len(failed))
         return failed
 
+    def _run_halving(self, engine: Engine, batch: MicroBatch, rows: list[Request]) -> BatchRun:
+        """Run a micro-batch; if the engine runs out of memory, run each half in turn (a
+        row's tokens do not depend on its batch mates, so the outcomes are the same)."""
+        try:
+            return engine.run(batch, rows)
+        except OutOfMemory:
+            if len(rows) == 1:
+                raise
+        self._report.num_oom_splits += 1
+        half = len(rows) // 2
+        runs = [
+            self._run_halving(engine, MicroBatch(batch.indices[part], batch.max_new_tokens, batch.is_retry), rows[part])
+            for part in (slice(0, half), slice(half, None))
+        ]
+        num_steps = max(o.num_steps for run in runs for o in run.outcomes)
+        outcomes = [dataclasses.replace(o, num_steps=num_steps) for run in runs for o in run.outcomes]
+        return BatchRun(outcomes, sum(run.seconds for run in runs))
+
     def _record(self, request: Request, outcome: Outcome, batch: MicroBatch, started: float) -> bool:
         """Fold one outcome into its result; return True when it is an FCR failure."""
         result = self._results[request.index]
@@ -183,7 +205,7 @@ class Pipeline:
 
     def _complete(self, request: Request, result: Result, outcome: Outcome, completed_at: float) -> None:
         result.token_ids = [*request.output_prefix, *outcome.token_ids]
-        result.text = self.engine.decode(result.token_ids)
+        result.text = text_before_stop(self.engine.decode(result.token_ids), request.stop)
         result.completed_at = completed_at
         request.status = RequestStatus.FINISHED_STOPPED if outcome.finished else RequestStatus.FINISHED_LENGTH
         self._finish(result)

@@ -68,3 +68,45 @@ def test_a_bad_model_path_is_named(local_ray: None, tmp_path: Path) -> None:
 def test_bad_ray_config_is_rejected_with_the_value(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         RayConfig(**kwargs)
+
+
+def test_a_killed_replica_loses_nothing(local_ray: None, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import psutil
+
+    from seqsched.api import RunConfig
+    from seqsched.data.batch_io import read_requests
+    from seqsched.distributed import run_on_ray
+    from seqsched.engine.config import EngineConfig
+    from seqsched.schedule import ScheduleConfig
+
+    inp = _requests(tmp_path / "requests.jsonl", 24)
+    engine = EngineConfig(str(tiny_model_dir), device="cpu", num_threads=1)
+    config = RunConfig(inp, tmp_path / "o.jsonl", engine, schedule=ScheduleConfig(batch_size=2, group_size=2))
+    requests, _ = read_requests(inp)
+    killed: list[int] = []
+
+    def kill_a_replica(result: object) -> None:
+        if killed:
+            return
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            if any("ray::Replica" in part for part in process.info["cmdline"] or []):
+                process.kill()
+                killed.append(process.info["pid"])
+                return
+
+    answers: list[str] = []
+    report = run_on_ray(
+        config, RayConfig(2), requests, on_result=lambda r: (answers.append(r.request.request_id), kill_a_replica(r))
+    )
+    assert killed, "a replica process should have been found and killed"
+    assert report.num_replica_retries >= 1
+    assert sorted(answers) == sorted(r.request_id for r in requests), "every answer once: none lost, none twice"
+    local = seqsched.run(inp, tmp_path / "local.jsonl", model=tiny_model_dir, device="cpu", batch_size=2)
+    assert local.num_lines == 24
+    by_id = {x["custom_id"]: x["response"]["body"]["choices"][0]["text"] for x in _lines(tmp_path / "local.jsonl")}
+    assert {r.request.request_id: r.text for r in report.results} == by_id
+
+
+def test_replicas_that_cannot_be_placed_are_refused_at_once(local_ray: None, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="4 replicas x 1 CPU = 4 CPUs, but the Ray cluster has 2"):
+        seqsched.run(_requests(tmp_path / "r.jsonl", 2), tmp_path / "o.jsonl", ray=RayConfig(4))

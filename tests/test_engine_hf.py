@@ -237,3 +237,34 @@ def test_engine_config_quotes_bad_values(field: str, value: object, message: str
 def test_engine_package_imports_without_torch() -> None:
     code = "import sys, seqsched.engine, seqsched.engine.config; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("continuous", [False, True], ids=["static", "continuous"])
+def test_stop_strings_end_a_row_and_are_left_out_of_its_text(
+    tiny_engine: HFEngine, reference: list[list[int]], continuous: bool
+) -> None:
+    from seqsched.engine.continuous import HFContinuousEngine
+    from seqsched.engine.prompts import stop_at, text_before_stop
+    from seqsched.pipeline import Pipeline
+    from seqsched.predict.constant import ConstantPredictor
+    from seqsched.schedule import ScheduleConfig
+    from tests.tiny_model import tiny_requests
+
+    requests = tiny_requests(6)
+    long_ones = [i for i in range(6) if len(reference[i]) >= 8]
+    stops = {
+        i: tiny_engine.decode(reference[i][4:6]).strip() or tiny_engine.decode(reference[i][4:7]) for i in long_ones
+    }
+    for i, stop in stops.items():
+        requests[i].stop = (stop,)
+    engine = HFContinuousEngine(tiny_engine) if continuous else tiny_engine
+    report = Pipeline(engine, ConstantPredictor(), ScheduleConfig(batch_size=3)).run(requests)
+    for i, result in enumerate(report.results):
+        if i not in stops:
+            assert result.token_ids == reference[i]
+            continue
+        end = stop_at(reference[i], [stops[i]], tiny_engine.decode)
+        assert end is not None and result.token_ids == reference[i][:end]
+        assert result.text == text_before_stop(tiny_engine.decode(reference[i][:end]), [stops[i]])
+        assert stops[i] not in result.text
+        assert result.status == RequestStatus.FINISHED_STOPPED

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from seqsched.bench.metrics import compute_metrics
 from seqsched.pipeline import Pipeline
 from seqsched.predict.constant import ConstantPredictor
 from seqsched.predict.oracle import OraclePredictor
-from seqsched.request import RequestStatus
+from seqsched.request import Request, RequestStatus
 from seqsched.schedule import ScheduleConfig
 from tests.helpers import StepCountingEngine, create_requests
+
+if TYPE_CHECKING:
+    from seqsched.engine.hf import HFEngine
 
 ACTUAL = [40, 5, 30, 10]
 
@@ -160,3 +165,26 @@ def test_on_result_sees_every_final_result_once_errors_included() -> None:
     ).run(create_requests([8, 5, 30, 10], ACTUAL, max_new_tokens=64))
     assert sorted(seen) == [(0, 40), (1, 5), (2, 0), (3, 10)]
     assert seen[0] == (2, 0), "rejected requests are reported first"
+
+
+def test_running_out_of_memory_halves_the_micro_batch(
+    tiny_engine: HFEngine, reference: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from tests.tiny_model import tiny_requests
+
+    real = type(tiny_engine)._generate
+    sizes: list[int] = []
+
+    def small_memory(self: HFEngine, rows: list[Request], limits: list[int]) -> list[list[int]]:
+        sizes.append(len(rows))
+        if len(rows) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, rows, limits)
+
+    monkeypatch.setattr(type(tiny_engine), "_generate", small_memory)
+    report = Pipeline(tiny_engine, ConstantPredictor(), ScheduleConfig(batch_size=8)).run(tiny_requests())
+    assert [r.token_ids for r in report.results] == reference
+    assert report.num_oom_splits > 0
+    assert max(sizes) == 8 and all(n <= 3 for n in sizes if n not in (8, 4))

@@ -139,13 +139,15 @@ def _main(args: argparse.Namespace) -> int:
     with tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
         summary = execute(config, progress=bar, data=data)
     m = summary.metrics
+    halved = summary.num_oom_splits
     print(
         f"seqsched run: {summary.num_lines} answers -> {summary.output_path} ({summary.num_answered} new, "
         f"{summary.num_resumed} resumed); {summary.num_errors} failed lines -> {summary.errors_path} "
         f"({summary.num_input_errors} bad input, {summary.num_failed} refused by the engine) | "
         f"{m.requests_per_second:.2f} req/s, {m.output_tokens_per_second:.1f} tok/s, avg length "
         f"{m.average_length:.1f}, effective token ratio {m.effective_token_ratio:.1%}, failure ratio "
-        f"{m.failure_ratio:.1%}, predictor {m.predictor_overhead:.1%}, {m.wall_seconds:.1f} s",
+        f"{m.failure_ratio:.1%}, predictor {m.predictor_overhead:.1%}, {m.wall_seconds:.1f} s"
+        + (f"; {halved} micro-batches halved after running out of memory" if summary.num_oom_splits else ""),
         file=sys.stderr,
     )
     return EXIT_SOME_FAILED if summary.num_errors else 0

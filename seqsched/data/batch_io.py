@@ -97,9 +97,21 @@ def read_answered(path: str | Path) -> dict[str, dict[str, Any]]:
     return answered
 
 
+def dumps_line(line: dict[str, Any]) -> str:
+    """One JSONL line: UTF-8 text as is, but the characters that ``str.splitlines`` (and
+    some JSON readers) take for line ends escaped, so every consumer sees one line."""
+    text = json.dumps(line, ensure_ascii=False)
+    for char in _LINE_BREAKS:
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text + "\n"
+
+
+_LINE_BREAKS = ("\u0085", "\u2028", "\u2029", "\x1c", "\x1d", "\x1e")
+
+
 def write_jsonl(path: str | Path, lines: list[dict[str, Any]]) -> None:
     """Write atomically: a crash mid-write leaves the old file, never a torn one."""
-    _write_atomic(Path(path), "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    _write_atomic(Path(path), "".join(dumps_line(line) for line in lines))
 
 
 def write_json(path: str | Path, obj: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import IO, Any
 
+from seqsched.data.batch_io import dumps_line
+
 FINGERPRINT_KEY = "fingerprint"
 
 
@@ -86,7 +88,7 @@ class Journal:
         self._file: IO[str] = path.open("w" if fresh else "a", encoding="utf-8")
 
     def append(self, line: dict[str, Any]) -> None:
-        text = json.dumps(line, ensure_ascii=False) + "\n"
+        text = dumps_line(line)
         try:
             self._file.write(text)
             self._file.flush()

@@ -10,6 +10,11 @@ from seqsched.request import Outcome, Request
 from seqsched.schedule import MicroBatch
 
 
+class OutOfMemory(RuntimeError):
+    """An engine ran out of memory on a micro-batch (CUDA OOM, a failed CPU allocation).
+    The pipeline halves the micro-batch and tries again."""
+
+
 @dataclass
 class BatchRun:
     """One micro-batch's outcomes (in the batch's row order) and the seconds it took.

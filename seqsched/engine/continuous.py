@@ -15,6 +15,7 @@ NOTE on how a plan reaches it:
   drains, paged-attention overhead per step) shows in its throughput only.
 - Per-row sampling and forced trace lengths are ``HFEngine`` logits processors that the
   manager does not run, so this engine takes greedy live requests only, and says so.
+  Stop strings are applied to its output (the tokens after one are generated, then cut).
 - The paged cache and the tokens per step are sized here, because transformers
   otherwise infers them from free device memory: on a 2-core CPU a manager left to do
   that took about 20 s to start and stop, against under a second with explicit sizes.
@@ -156,7 +157,8 @@ class HFContinuousEngine(StreamEngine):
         if output.error is not None:
             result.errors.append((request.index, f"continuous batching: {output.error}"))
             return result
-        tokens, ended = self.engine.cut([int(t) for t in output.generated_tokens], request.remaining_tokens)
+        generated = [int(t) for t in output.generated_tokens]
+        tokens, ended = self.engine.cut(generated, request.remaining_tokens, request.stop)
         result.finished.append((request.index, tokens, ended))
         return result
 

@@ -29,10 +29,10 @@ from typing import Any, cast
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from seqsched.engine.base import BatchRun, Engine
+from seqsched.engine.base import BatchRun, Engine, OutOfMemory
 from seqsched.engine.config import EngineConfig
 from seqsched.engine.loading import load_model
-from seqsched.engine.prompts import cut, eos_token_ids, tokenize_all
+from seqsched.engine.prompts import cut, eos_token_ids, stop_at, tokenize_all
 from seqsched.engine.replay import ReplayLengths
 from seqsched.engine.sampling import RowSampler
 from seqsched.request import Outcome, Request
@@ -66,13 +66,18 @@ class HFEngine(Engine):
             raise ValueError(f"requests {missing[:5]} have no prompt tokens: call prepare() first")
         limits = [min(batch.max_new_tokens, r.remaining_tokens) for r in rows]
         start = self._now()
-        generated = self._generate(rows, limits)
+        try:
+            generated = self._generate(rows, limits)
+        except (torch.OutOfMemoryError, MemoryError) as e:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise OutOfMemory(f"{len(rows)} rows: {type(e).__name__}: {str(e)[:200]}") from e
         seconds = self._now() - start
         num_steps = len(generated[0])
         outcomes = [
             Outcome(r.index, tokens, finished, num_steps)
             for r, (tokens, finished) in zip(
-                rows, (self.cut(g, n) for g, n in zip(generated, limits, strict=True)), strict=True
+                rows, (self.cut(g, n, r.stop) for g, n, r in zip(generated, limits, rows, strict=True)), strict=True
             )
         ]
         return BatchRun(outcomes, seconds)
@@ -117,13 +122,18 @@ class HFEngine(Engine):
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             logits_processor=processors,
-            stopping_criteria=StoppingCriteriaList([_RowLimits(prompt_len, limits)]),
+            stopping_criteria=StoppingCriteriaList(
+                [_RowLimits(prompt_len, limits), _StopStrings(prompt_len, [r.stop for r in rows], self.decode)]
+            ),
         )
         return [list(map(int, row)) for row in output[:, prompt_len:].tolist()]
 
-    def cut(self, generated: list[int], limit: int) -> tuple[list[int], bool]:
-        """A row's own tokens: up to its limit, and up to and including its first EOS."""
-        return cut(generated, limit, self.eos_token_ids)
+    def cut(self, generated: list[int], limit: int, stop: Sequence[str] = ()) -> tuple[list[int], bool]:
+        """A row's own tokens: up to its limit, up to and including its first EOS, and up to
+        the token that completes one of its stop strings."""
+        tokens, ended = cut(generated, limit, self.eos_token_ids)
+        end = stop_at(tokens, stop, self.decode)
+        return (tokens[:end], True) if end is not None else (tokens, ended)
 
     def _now(self) -> float:
         if self.device.type == "cuda":
@@ -141,6 +151,26 @@ class _RowLimits(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
         num_generated = input_ids.shape[1] - self.prompt_len
         return cast(torch.BoolTensor, self.limits.to(input_ids.device) <= num_generated)
+
+
+class _StopStrings(StoppingCriteria):
+    """Stops a row once its text holds one of its stop strings. Only the last few tokens
+    are decoded each step: enough to hold any stop string that the newest token completes."""
+
+    def __init__(self, prompt_len: int, stops: Sequence[Sequence[str]], decode: Any) -> None:
+        self.prompt_len = prompt_len
+        self.stops = [tuple(s) for s in stops]
+        self.window = 2 * max((len(s) for row in stops for s in row), default=0) + 8
+        self.decode = decode
+
+    def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        start = max(self.prompt_len, input_ids.shape[1] - self.window)
+        for row, stop in enumerate(self.stops):
+            if stop:
+                tail = self.decode(input_ids[row, start:].tolist())
+                done[row] = any(s in tail for s in stop)
+        return cast(torch.BoolTensor, done)
 
 
 def _pad_token_id(tokenizer: object, eos_token_ids: list[int]) -> int:

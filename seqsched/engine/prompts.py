@@ -4,7 +4,7 @@ vLLM see the same prompt tokens and cut outputs the same way. No torch here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from seqsched.request import Request
@@ -70,3 +70,24 @@ def eos_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
     if eos is None:
         return []
     return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
+
+
+def stop_at(tokens: Sequence[int], stop: Sequence[str], decode: Callable[[Sequence[int]], str]) -> int | None:
+    """The length of the shortest prefix of ``tokens`` whose text holds one of the ``stop``
+    strings, or None: a response ends with the token that completes a stop string."""
+    if not stop or not any(s in decode(tokens) for s in stop):
+        return None
+    low, high = 1, len(tokens)
+    while low < high:  # "some stop string occurs in the prefix" only turns on as the prefix grows
+        mid = (low + high) // 2
+        if any(s in decode(tokens[:mid]) for s in stop):
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+def text_before_stop(text: str, stop: Sequence[str]) -> str:
+    """The response text up to the first stop string, which the OpenAI API leaves out."""
+    cuts = [text.find(s) for s in stop if s in text]
+    return text[: min(cuts)] if cuts else text

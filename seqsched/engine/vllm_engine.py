@@ -34,7 +34,7 @@ from typing import Any
 
 from seqsched.engine.config import EngineConfig, VLLMConfig
 from seqsched.engine.loading import ModelLoadError, check_source
-from seqsched.engine.prompts import cut, eos_token_ids, tokenize_all
+from seqsched.engine.prompts import cut, eos_token_ids, stop_at, tokenize_all
 from seqsched.engine.stream import StepOutput, StreamEngine, StreamRun
 from seqsched.request import Outcome, Request
 from seqsched.schedule import StreamPlan
@@ -120,8 +120,10 @@ class VLLMEngine(StreamEngine):
             seed=None if request.sampling.greedy else _seed(request, self.config.seed),
             max_tokens=(request.target_len - kept) if replay else request.remaining_tokens,  # type: ignore[operator]
             ignore_eos=replay,
+            stop=list(request.stop) or None,
+            include_stop_str_in_output=True,  # seqsched trims the text itself, as for every engine
             skip_special_tokens=True,
-            detokenize=False,
+            detokenize=bool(request.stop),  # vLLM matches stop strings on its detokenized text
             output_kind=RequestOutputKind.DELTA if self._track else RequestOutputKind.FINAL_ONLY,
         )
         prompt = {"prompt_token_ids": [*(request.prompt_token_ids or []), *request.output_prefix]}
@@ -144,6 +146,8 @@ class VLLMEngine(StreamEngine):
                     result.finished.append((request.index, tokens, True))
                 else:
                     own, ended = cut(tokens, request.remaining_tokens, self.eos_token_ids)
+                    end = stop_at(own, request.stop, self.decode)
+                    own = own[:end] if end is not None else own
                     result.finished.append((request.index, own, ended or completion.finish_reason == "stop"))
             else:
                 held = request.num_prompt_tokens + len(request.output_prefix) + len(self._tokens[key])

@@ -74,6 +74,12 @@ def stop_after(model: str, requests: Path, out: Path, resume: bool, delay: float
     return job.returncode
 
 
+def _state(out: Path) -> str | None:
+    """The job's state from its status file (a signal may land after the job completed)."""
+    status = out.with_name(out.name + ".status.json")
+    return json.loads(status.read_text())["state"] if status.exists() else None
+
+
 def compare(reference: bytes, output: bytes) -> dict[str, int]:
     want = reference.decode().splitlines()
     got = output.decode(errors="replace").splitlines()
@@ -104,8 +110,8 @@ def trial(model: str, requests: Path, workdir: Path, rng: random.Random, span: f
     for k, delay in enumerate(delays):
         code = stop_after(model, requests, out, resume=k > 0, delay=delay, how=how)
         codes.append(code)
-        if code is not None and how != "SIGKILL" and out.exists():
-            raise RuntimeError(f"{how} left an output file that looks complete")
+        if code is not None and out.exists() and _state(out) != "completed":
+            raise RuntimeError(f"{how} left an output file, but the job did not complete")
         if code is not None and code not in EXPECTED_EXIT[how]:
             raise RuntimeError(f"{how}: exit {code}, expected {EXPECTED_EXIT[how]}")
     if codes[-1] is not None or not out.exists():

@@ -29,9 +29,10 @@ from seqsched.bench.metrics import Metrics, compute_metrics
 from seqsched.data.batch_io import error_line, is_answered, read_requests, result_line, write_json, write_jsonl
 from seqsched.data.journal import Journal, answer_fingerprint, fingerprint_of, read_lines, settings_fingerprint
 from seqsched.data.traces import read_length_map
+from seqsched.eta import PredictedEta, format_seconds
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.request import Request, RequestStatus, Result
-from seqsched.signals import Stopped
+from seqsched.signals import Stopped, finishing
 
 if TYPE_CHECKING:
     from seqsched.api import Progress, RunConfig
@@ -143,11 +144,17 @@ def execute(config: RunConfig, progress: Progress | None = None, data: bytes | N
                 progress.total = len(todo)
                 progress.refresh()
 
+            eta = PredictedEta(todo)
+
             def save(result: Result) -> None:
                 line = result_line(result, model_name)
                 if is_answered(line):
                     line["seqsched"]["fingerprint"] = result.request.fingerprint
                     journal.append(line)
+                eta.finished(result.request)
+                left = eta.seconds_left()
+                if progress is not None and left is not None and hasattr(progress, "set_postfix_str"):
+                    progress.set_postfix_str(f"{format_seconds(left)} left by predicted lengths", refresh=False)
 
             report = run_requests(todo, progress.update if progress else None, save)
     except Stopped:
@@ -160,11 +167,12 @@ def execute(config: RunConfig, progress: Progress | None = None, data: bytes | N
         raise
     failed = [res for res in report.results if res.status == RequestStatus.FINISHED_ERROR]
     lines = _answers(requests, answered, report.results, model_name)
-    write_jsonl(paths.errors, _error_lines(errors, failed))
-    write_jsonl(paths.output, lines)
     counts = {"completed": len(lines), "failed": len(errors) + len(failed), "resumed": len(answered)}
-    _write_status(paths, config, "completed", len(requests) + len(errors), started, counts)
-    journal.remove()
+    with finishing():
+        write_jsonl(paths.errors, _error_lines(errors, failed))
+        write_jsonl(paths.output, lines)
+        _write_status(paths, config, "completed", len(requests) + len(errors), started, counts)
+        journal.remove()
     return RunSummary(
         metrics=compute_metrics(report),
         num_lines=len(lines),

@@ -18,10 +18,26 @@ class Stopped(BaseException):
         self.signum = signum
 
 
+_finishing = False  # the job is writing its final files: a stop now would only tear them
+
+
+@contextlib.contextmanager
+def finishing() -> Iterator[None]:
+    """Defer stop signals while a job writes its output, errors and status: once those are
+    written the job is complete, and a signal that came meanwhile has nothing to stop."""
+    global _finishing
+    _finishing = True
+    try:
+        yield
+    finally:
+        _finishing = False
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     def _raise(signum: int, frame: Any) -> None:
-        raise Stopped(signum)
+        if not _finishing:
+            raise Stopped(signum)
 
     try:
         previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}

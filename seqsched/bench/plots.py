@@ -1,5 +1,7 @@
-"""One PNG per bench: (a) the actual output lengths, (b) each strategy's micro-batches
-as useful, padded and discarded token-steps, (c) throughput. matplotlib, Agg backend."""
+"""One PNG per bench: (a) the actual output lengths, (b) each static strategy's
+micro-batches as useful, padded and discarded token-steps, (c) throughput, and, when a
+continuous strategy ran, (d) the share of requests finished over time, where ordering
+by predicted length shows. matplotlib, Agg backend."""
 
 from __future__ import annotations
 
@@ -32,12 +34,17 @@ def plot_bench(bench: BenchResult, path: str | Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(bench.results)
-    fig = plt.figure(figsize=(12, 4 + 0.6 * n))
-    grid = fig.add_gridspec(2, 2, height_ratios=[3, max(1, n)], hspace=0.45, wspace=0.25)
+    static = [r for r in bench.results if r.report.batches]
+    streamed = len(static) < len(bench.results)
+    heights = [3] + ([max(1, len(static))] if static else []) + ([3] if streamed else [])
+    fig = plt.figure(figsize=(12, 1 + sum(heights) * 0.9 + 0.3 * len(static)))
+    grid = fig.add_gridspec(len(heights), 2, height_ratios=heights, hspace=0.75, wspace=0.25)
     _lengths(fig.add_subplot(grid[0, 0]), bench)
     _throughput(fig.add_subplot(grid[0, 1]), bench)
-    _batches(fig.add_subplot(grid[1, :]), bench)
+    if static:
+        _batches(fig.add_subplot(grid[1, :]), bench)
+    if streamed:
+        _completions(fig.add_subplot(grid[len(heights) - 1, :]), bench)
     if title:
         fig.suptitle(title)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -75,9 +82,25 @@ def _throughput(ax: Any, bench: BenchResult) -> None:
     ax.set_ylabel("requests / s")
 
 
+def _completions(ax: Any, bench: BenchResult) -> None:
+    """The share of requests finished by each moment of the run (the median repeat)."""
+    for res in bench.results:
+        times = sorted(r.completed_at for r in res.report.results if r.status != RequestStatus.FINISHED_ERROR)
+        if times:
+            shares = [(k + 1) / len(times) for k in range(len(times))]
+            mean = res.metrics.latency_mean
+            ax.step([0.0, *times], [0.0, *shares], where="post", label=f"{res.strategy.name} (mean {mean:.2f} s)")
+    ax.set_xlabel("seconds from the start of the run")
+    ax.set_ylabel("share of requests finished")
+    ax.set_title("(d) completion times: higher and further left is better for latency")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+
+
 def _batches(ax: Any, bench: BenchResult) -> None:
-    """A row per strategy; each micro-batch a segment as wide as its token-steps."""
-    for y, res in enumerate(bench.results):
+    """A row per static strategy; each micro-batch a segment as wide as its token-steps."""
+    results = [r for r in bench.results if r.report.batches]
+    for y, res in enumerate(results):
         segments: tuple[list[tuple[int, int]], ...] = ([], [], [])
         edges, x = [], 0
         for batch in res.report.batches:
@@ -86,14 +109,11 @@ def _batches(ax: Any, bench: BenchResult) -> None:
                     segments[kind].append((x, width))
                     x += width
             edges.append(x)
-        if not res.report.batches:  # continuous batching: no micro-batches, and nothing padded
-            x = sum(r.num_output_tokens for r in res.report.results)
-            segments[0].append((0, x))
         for spans, color in zip(segments, (USEFUL, PADDED, DISCARDED), strict=True):
             ax.broken_barh(spans, (y - 0.3, 0.6), facecolors=color, edgecolor="none")
         ax.vlines(edges, y - 0.3, y + 0.3, colors="white", linewidth=0.3)
         ax.annotate(f" eff {100 * res.metrics.effective_token_ratio:.0f}%", (x, y), va="center", fontsize=8)
-    ax.set_yticks(range(len(bench.results)), [r.strategy.name for r in bench.results])
+    ax.set_yticks(range(len(results)), [r.strategy.name for r in results])
     ax.invert_yaxis()
     ax.set_xlabel("token-steps (rows x decode steps), micro-batches in run order")
     ax.set_title("(b) micro-batches: useful (blue), padding (grey), discarded FCR runs (red)")

@@ -89,14 +89,15 @@ def main(args: argparse.Namespace) -> int:
     from seqsched.signals import Stopped, stop_on_signals
 
     try:
-        with stop_on_signals():
-            return _main(args)
+        with stop_on_signals():  # until the job is done: a later signal just ends the process
+            summary = _execute(args)
     except Stopped as stop:
         _say_stopped(args, stop.signum)
         return 128 + stop.signum
+    return _report(summary)
 
 
-def _main(args: argparse.Namespace) -> int:
+def _execute(args: argparse.Namespace) -> Any:
     from tqdm import tqdm
 
     from seqsched.api import RunConfig, execute
@@ -137,7 +138,10 @@ def _main(args: argparse.Namespace) -> int:
     )
     data = sys.stdin.buffer.read() if str(args.input) == "-" else None
     with tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
-        summary = execute(config, progress=bar, data=data)
+        return execute(config, progress=bar, data=data)
+
+
+def _report(summary: Any) -> int:
     m = summary.metrics
     halved = summary.num_oom_splits
     print(

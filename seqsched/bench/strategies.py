@@ -6,8 +6,11 @@ Static batching (HF ``generate``, replay, the simulator):
     base     := vanilla | oracle | seqsch | pia
     switch   := vbs (the paper's VBS table) | budget (token-budget VBS) | fcr
               | resume (FCR that keeps a failure's tokens and continues after them)
+              | sort (sort by predicted length only: no VBS, no FCR)
 
 A bare ``oracle``, ``seqsch`` or ``pia`` means the paper's full pipeline, ``+vbs+fcr``;
+``oracle+sort`` and ``seqsch+sort`` are the paper's plain ``gt`` and ``seqsch`` (sorted
+fixed batches, each run to its longest row's limit);
 with switches, exactly those apply (``oracle+fcr`` is fixed batches with FCR, and
 ``seqsch+vbs+resume`` the paper's pipeline with resuming FCR). ``vanilla`` predicts
 every request at its limit and takes no switches.
@@ -44,7 +47,7 @@ from seqsched.schedule import ScheduleConfig
 from seqsched.schedule.config import FCRMode, Policy, VBSMode
 
 BASES = ("vanilla", "oracle", "seqsch", "pia")
-SWITCHES = ("vbs", "budget", "fcr", "resume")
+SWITCHES = ("vbs", "budget", "fcr", "resume", "sort")
 PAPER_SWITCHES = ("vbs", "fcr")
 STREAM_ENGINES = STREAM_BASES
 STREAM_SWITCHES = ("sjf", "ljf", "kv", "oracle")
@@ -82,6 +85,8 @@ def check_name(name: str) -> None:
         raise ValueError(f"strategy {name!r}: choose one of vbs and budget")
     if "fcr" in switches and "resume" in switches:
         raise ValueError(f"strategy {name!r}: choose one of fcr (restart) and resume")
+    if "sort" in switches and len(switches) > 1:
+        raise ValueError(f"strategy {name!r}: sort means sorted fixed batches alone; it takes no other switch")
 
 
 def make_strategy(name: str, ctx: StrategyContext) -> Strategy:
@@ -91,7 +96,7 @@ def make_strategy(name: str, ctx: StrategyContext) -> Strategy:
         return _stream(name, base, switches, ctx)
     if base == "vanilla":
         return Strategy(name, ConstantPredictor(), dataclasses.replace(ctx.schedule, vbs="off", fcr=False), "limit")
-    on = switches or list(PAPER_SWITCHES)
+    on = [] if switches == ["sort"] else switches or list(PAPER_SWITCHES)
     vbs: VBSMode = "paper" if "vbs" in on else "budget" if "budget" in on else "off"
     fcr_mode: FCRMode = "resume" if "resume" in on else "restart"
     schedule = dataclasses.replace(ctx.schedule, vbs=vbs, fcr="fcr" in on or "resume" in on, fcr_mode=fcr_mode)

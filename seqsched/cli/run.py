@@ -56,6 +56,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--token-budget", type=int, default=None, help="rows x predicted length, for --vbs budget")
     p.add_argument("--fcr", action="store_true", help="failure collection and recomputation")
     p.add_argument(
+        "--paper-exact",
+        action="store_true",
+        help="plan as the paper's code does where seqsched departs from it (see the README)",
+    )
+    p.add_argument(
         "--fcr-mode",
         choices=["restart", "resume"],
         default="restart",
@@ -134,6 +139,7 @@ def _execute(args: argparse.Namespace) -> Any:
             admission=args.admission,
             kv_margin=args.kv_margin,
             max_bypass=args.max_bypass,
+            paper_exact=args.paper_exact,
         ),
     )
     data = sys.stdin.buffer.read() if str(args.input) == "-" else None

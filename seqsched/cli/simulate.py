@@ -70,6 +70,12 @@ def add_schedule_args(
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--group-size", type=int, default=256)
     p.add_argument("--bin-size", type=int, default=50)
+    p.add_argument(
+        "--paper-exact",
+        action="store_true",
+        help="plan as the paper's code does where seqsched departs from it (VBS merges appended, a "
+        "prediction of 0 in bin 0); see the README's list of departures",
+    )
     p.add_argument("--max-new-tokens", type=int, default=default_max_new_tokens)
     p.add_argument("--repeat", type=int, default=1, help="interleaved repeats; medians are reported")
     p.add_argument("--json", type=Path, help="write figures, resolved config and environment here")
@@ -144,6 +150,7 @@ def run_bench(
         token_budget=args.token_budget,
         kv_margin=args.kv_margin,
         max_bypass=args.max_bypass,
+        paper_exact=args.paper_exact,
     )
     ctx = StrategyContext(
         base, engine, oracle_lengths, args.predictor, args.margin_scale, args.margin_add, stream_engines or {}

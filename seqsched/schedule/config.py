@@ -34,6 +34,13 @@ class ScheduleConfig:
       kept tokens, so only the KV cache is recomputed (one prefill) and no decode step is
       lost. ``resume`` is how vLLM re-runs preempted requests.
 
+    - ``paper_exact``: plan as the paper's code does (``src/utils.py``, ``schedule``)
+      where seqsched chose otherwise: a VBS bin's under-filled last micro-batch is
+      *appended* to the next bin (seqsched prepends it, keeping the bin sorted), a
+      prediction of 0 falls in bin 0 (seqsched counts it as 1, bin 50), and a bin is
+      under-filled below ``max(rows // 2, 16)`` (seqsched: ``batch_size`` for 16). The
+      clamp to the limit and FCR's bookkeeping stay seqsched's (the README lists why).
+
     Continuous-batching engines (vLLM, transformers' continuous batching, the simulated
     one) take a stream plan instead of micro-batches (``schedule/stream.py``):
     - ``policy``: the admission order. ``fcfs`` (input order: the plain engine), ``sjf``
@@ -60,6 +67,7 @@ class ScheduleConfig:
     max_bypass: int | None = DEFAULT_MAX_BYPASS
     admission: Admission = "none"
     kv_margin: float = 1.0
+    paper_exact: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -27,14 +27,16 @@ from collections.abc import Iterator, Sequence
 from seqsched.request import Request
 from seqsched.schedule.batch import MicroBatch
 from seqsched.schedule.config import ScheduleConfig
-from seqsched.schedule.vbs import batch_size_fn, bin_ceiling
+from seqsched.schedule.vbs import PAPER_MIN_ROWS, batch_size_fn, bin_ceiling
 
 
 def plan_group(requests: Sequence[Request], cfg: ScheduleConfig) -> list[MicroBatch]:
     """Plan one group of requests, each with ``predicted_len`` set."""
     if not requests:
         return []
-    predicted = {r.index: _clamped_prediction(r) for r in requests}
+    # Sorting and bins: the clamped prediction, or, as in the paper's code, the raw one
+    # (a prediction of 0 in bin 0, one over the limit after those at it); caps are clamped.
+    predicted = {r.index: _raw_prediction(r) if cfg.paper_exact else _clamped_prediction(r) for r in requests}
     limit = {r.index: r.remaining_tokens for r in requests}
     order = [r.index for r in sorted(requests, key=lambda r: (predicted[r.index], r.index))]
     if cfg.vbs == "off":
@@ -47,7 +49,7 @@ def plan_group(requests: Sequence[Request], cfg: ScheduleConfig) -> list[MicroBa
     plan = []
     for rows, predicted_max in chunks:
         row_limit = max(limit[i] for i in rows)
-        cap = min(predicted_max, row_limit) if cfg.fcr else row_limit
+        cap = max(1, min(predicted_max, row_limit)) if cfg.fcr else row_limit
         plan.append(MicroBatch(tuple(rows), cap))
     _check_partition(plan, requests)
     return plan
@@ -78,8 +80,12 @@ def is_failure(request: Request, batch: MicroBatch, finished: bool, num_output_t
 
 
 def _clamped_prediction(request: Request) -> int:
+    return min(max(1, _raw_prediction(request)), request.remaining_tokens)
+
+
+def _raw_prediction(request: Request) -> int:
     assert request.predicted_len is not None, f"request {request.request_id!r} has no prediction"
-    return min(max(1, int(request.predicted_len)), request.remaining_tokens)
+    return max(0, int(request.predicted_len))
 
 
 def _vbs_chunks(
@@ -96,9 +102,11 @@ def _vbs_chunks(
         for start in range(0, len(members), rows):
             chunk = members[start : start + rows]
             last_bin = k == len(ceilings) - 1
-            if not last_bin and len(chunk) < max(rows // 2, cfg.batch_size):
-                # Prepending keeps the next bin sorted by predicted length.
-                bins[ceilings[k + 1]][:0] = chunk
+            if not last_bin and len(chunk) < max(rows // 2, PAPER_MIN_ROWS if cfg.paper_exact else cfg.batch_size):
+                if cfg.paper_exact:  # the paper's code appends them
+                    bins[ceilings[k + 1]].extend(chunk)
+                else:  # prepending keeps the next bin sorted by predicted length
+                    bins[ceilings[k + 1]][:0] = chunk
                 break
             chunks.append((chunk, ceiling))
     return chunks

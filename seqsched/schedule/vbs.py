@@ -9,6 +9,7 @@ from seqsched.schedule.config import ScheduleConfig
 # The paper's table: predicted-length bin -> batch size; 250 and above -> 16.
 PAPER_TABLE: dict[int, int] = {50: 256, 100: 128, 150: 64, 200: 32}
 PAPER_DEFAULT = 16
+PAPER_MIN_ROWS = 16  # the paper's code: a bin's last micro-batch under max(rows // 2, 16) merges up
 
 
 def batch_size_fn(cfg: ScheduleConfig, max_limit: int) -> Callable[[int], int]:

@@ -1,5 +1,9 @@
-"""The `seqsched` command: each subcommand lives in its own module and only fills
-config dataclasses and calls the library."""
+"""seqsched: length-aware LLM batch inference. Predict each response's length before
+generating it, then schedule requests of similar length together (static micro-batches,
+or an order, priorities and KV admission for vLLM and other continuous engines).
+
+Start with `seqsched bench` (the built-in model and workload, no download) or
+`seqsched run requests.jsonl -o results.jsonl`."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+
+from seqsched.cli.help import HelpFormatter
 
 # subcommand -> module in seqsched.cli; each module has add_parser(subparsers) and main(args)
 SUBCOMMANDS = ["run", "bench", "simulate", "calibrate", "lengths", "predictor"]
@@ -17,7 +23,8 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seqsched", description=__doc__)
+    parser = argparse.ArgumentParser(prog="seqsched", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"seqsched {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
         try:
@@ -28,6 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.add_parser(subparsers)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("seqsched")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

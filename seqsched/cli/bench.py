@@ -21,15 +21,16 @@ from typing import Any
 
 from seqsched.cli import UsageError
 from seqsched.cli.engine_args import add_engine_args, engine_config, vllm_config
+from seqsched.cli.help import HelpFormatter
 from seqsched.cli.simulate import add_schedule_args, add_stream_args, run_bench
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "bench",
-        help=__doc__.splitlines()[0],
+        help="strategies side by side on a real model (live or trace replay): the paper's table",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--prompts", type=Path, help="request JSONL (OpenAI Batch or plain lines)")
@@ -67,6 +68,8 @@ BUILTIN_MAX_NEW_TOKENS = 256
 def main(args: argparse.Namespace) -> int:
     from seqsched.bench.strategies import check_name
 
+    if args.predictor is not None and not Path(args.predictor).is_dir():
+        raise UsageError(f"--predictor {args.predictor} is not a directory (a saved predictor)")
     _fill_defaults(args)
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
     for name in names:  # before any model loads

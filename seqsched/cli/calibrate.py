@@ -7,14 +7,21 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from seqsched.cli.help import HelpFormatter
+
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("calibrate", help=__doc__.splitlines()[0], description=__doc__)
+    p = subparsers.add_parser(
+        "calibrate",
+        help="measure a model's step times and fit the simulator's cost model",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--model", help="HF model directory or hub id (default: the built-in model)")
     p.add_argument("--out", type=Path, required=True, help="cost model JSON to write")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--batch-sizes", default="1,4,16,64", help="comma-separated (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--dtype", default="auto", help="auto (float32 on a CPU), float32, bfloat16, float16")
+    p.add_argument("--batch-sizes", default="1,4,16,64", help="comma-separated")
     p.add_argument(
         "--context-lens",
         default="16,64,128",

@@ -16,19 +16,19 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         default="hf",
         help="hf: static batching with transformers' generate (the paper's setting); continuous: "
         "transformers' continuous batching; vllm: vLLM's offline engine (install it with "
-        "`bash scripts/install.sh vllm`) (default: %(default)s)",
+        "`bash scripts/install.sh vllm`)",
     )
     p.add_argument("--model", help="HF model directory or hub id (default: the built-in model)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument(
         "--dtype",
         default="auto",
         choices=["auto", "float32", "bfloat16", "float16"],
-        help="auto: float32 on a CPU, the checkpoint's dtype on an accelerator (default: %(default)s)",
+        help="auto: float32 on a CPU, the checkpoint's dtype on an accelerator",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     v = p.add_argument_group("continuous engines (vllm, continuous)")
-    v.add_argument("--max-num-seqs", type=int, default=256, help="requests running at once (default: %(default)s)")
+    v.add_argument("--max-num-seqs", type=int, default=256, help="requests running at once")
     v.add_argument(
         "--num-gpu-blocks",
         type=int,
@@ -54,15 +54,14 @@ def add_policy_args(p: argparse.ArgumentParser, policy_default: str | None) -> N
         "--admission",
         choices=["none", "kv"],
         default="none",
-        help="kv: admit a request only while prompt + margin x predicted output of the running ones fit "
-        "the KV cache (default: %(default)s)",
+        help="kv: admit a request only while prompt + margin x predicted output of the running ones fit the KV cache",
     )
-    g.add_argument("--kv-margin", type=float, default=1.0, help="kv admission margin (default: %(default)s)")
+    g.add_argument("--kv-margin", type=float, default=1.0, help="kv admission margin")
     g.add_argument(
         "--max-bypass",
         type=int,
         default=1024,
-        help="aging bound: no request is overtaken by more than this many later ones (default: %(default)s)",
+        help="aging bound: no request is overtaken by more than this many later ones",
     )
 
 

@@ -8,11 +8,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from seqsched.cli.help import HelpFormatter
+
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("lengths", help="length traces", description=__doc__)
+    p = subparsers.add_parser(
+        "lengths",
+        help="collect a model's response lengths on prompts",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
     sub = p.add_subparsers(dest="lengths_command", required=True)
-    c = sub.add_parser("collect", help=__doc__, description=__doc__)
+    c = sub.add_parser(
+        "collect", help="sample each prompt at several temperatures", description=__doc__, formatter_class=HelpFormatter
+    )
     c.add_argument(
         "--prompts",
         type=Path,
@@ -25,11 +34,11 @@ def add_parser(subparsers: Any) -> None:
         "--temperatures", default="0,0.3,0.5,0.7", help="comma-separated (default: the paper's 0,0.3,0.5,0.7)"
     )
     c.add_argument("--max-new-tokens", type=int, default=512, help="limit for prompts without max_tokens")
-    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--batch-size", type=int, default=16, help="rows generated together")
     c.add_argument("--seed", type=int, default=0, help="sampled rows of prompt i draw with seed + i")
     c.add_argument("--first", type=int, default=None, help="only the first N prompts")
-    c.add_argument("--device", default="auto")
-    c.add_argument("--dtype", default="auto")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    c.add_argument("--dtype", default="auto", help="auto (float32 on a CPU), float32, bfloat16, float16")
     c.set_defaults(func=main)
 
 

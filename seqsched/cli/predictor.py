@@ -10,19 +10,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+from seqsched.cli.help import HelpFormatter
+
 TRAIN_KINDS = ("proxy", "probe", "lora", "constant")
 EVAL_KINDS = ("pia", "oracle", "constant")  # kinds scored without a saved directory
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("predictor", help="train and evaluate length predictors", description=__doc__)
+    p = subparsers.add_parser(
+        "predictor", help="train and evaluate length predictors", description=__doc__, formatter_class=HelpFormatter
+    )
     sub = p.add_subparsers(dest="predictor_command", required=True)
 
-    t = sub.add_parser("train", help="fit a predictor on a trace and save it")
-    t.add_argument("--kind", choices=TRAIN_KINDS, required=True)
+    t = sub.add_parser("train", help="fit a predictor on a trace and save it", formatter_class=HelpFormatter)
+    t.add_argument(
+        "--kind",
+        choices=TRAIN_KINDS,
+        required=True,
+        help="proxy: a text model, no LLM needed, cheapest; probe: a regressor on the serving model's hidden "
+        "state (one prefill); lora: the paper's perception module (slowest to train)",
+    )
     t.add_argument("--out", type=Path, required=True, help="directory to save the predictor in")
     _data_args(t, default_split=None)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the fit")
     t.add_argument("--epochs", type=int, default=1, help="lora")
     t.add_argument("--lr", type=float, default=3e-4, help="lora")
     t.add_argument("--lora-r", type=int, default=8, help="lora")
@@ -39,12 +49,14 @@ def add_parser(subparsers: Any) -> None:
     t.add_argument("--num-layers", type=int, default=1, help="probe: average the last k layers")
     t.set_defaults(func=train)
 
-    e = sub.add_parser("eval", help="score a saved predictor (or pia/oracle/constant) on a trace")
+    e = sub.add_parser(
+        "eval", help="score a saved predictor (or pia/oracle/constant) on a trace", formatter_class=HelpFormatter
+    )
     e.add_argument("path", type=Path, nargs="?", help="a saved predictor directory")
     e.add_argument("--kind", choices=EVAL_KINDS, help="score a predictor that needs no saved directory")
     _data_args(e, default_split=None)
     e.add_argument("--margin-scale", type=float, default=1.0, help="predict ceil(scale * p + add)")
-    e.add_argument("--margin-add", type=float, default=0.0)
+    e.add_argument("--margin-add", type=float, default=0.0, help="safety margin, in tokens")
     e.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
     e.set_defaults(func=evaluate)
 
@@ -65,7 +77,7 @@ def _data_args(p: argparse.ArgumentParser, default_split: str | None) -> None:
     p.add_argument("--first", type=int, default=None, help="only the first N records (after --split)")
     p.add_argument("--model", help="the serving model, for probe/lora/pia (default: the built-in model)")
     p.add_argument("--limit", type=int, default=512, help="max_new_tokens: predictions are clamped to it")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
 
 
 def train(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from seqsched.cli.engine_args import add_engine_args, add_policy_args, engine_config, vllm_config
+from seqsched.cli.help import HelpFormatter
 from seqsched.data.batch_input import DEFAULT_MAX_LINE_BYTES
 
 EXIT_SOME_FAILED = 3
@@ -26,7 +27,7 @@ def add_parser(subparsers: Any) -> None:
         "run",
         help="answer a request file (OpenAI Batch or plain JSONL) with a local model",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("input", type=Path, help="request JSONL (OpenAI Batch request lines or plain lines); - for stdin")
     p.add_argument("--output", "-o", type=Path, required=True, help="result JSONL (OpenAI Batch output)")
@@ -50,9 +51,14 @@ def add_parser(subparsers: Any) -> None:
         type=Path,
         help="known lengths: a trace, {custom_id, length} JSONL, or a previous output",
     )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--group-size", type=int, default=256)
-    p.add_argument("--vbs", choices=["off", "paper", "budget"], default="off")
+    p.add_argument("--batch-size", type=int, default=16, help="rows of a static micro-batch (the smallest under VBS)")
+    p.add_argument("--group-size", type=int, default=256, help="requests planned together (the scheduling window)")
+    p.add_argument(
+        "--vbs",
+        choices=["off", "paper", "budget"],
+        default="off",
+        help="variable batch size: the paper's table (more rows for shorter predictions), or a token budget",
+    )
     p.add_argument("--token-budget", type=int, default=None, help="rows x predicted length, for --vbs budget")
     p.add_argument("--fcr", action="store_true", help="failure collection and recomputation")
     p.add_argument(
@@ -64,8 +70,7 @@ def add_parser(subparsers: Any) -> None:
         "--fcr-mode",
         choices=["restart", "resume"],
         default="restart",
-        help="re-run an FCR failure from scratch (the paper) or continue after its kept tokens; "
-        "resume implies --fcr (default: %(default)s)",
+        help="re-run an FCR failure from scratch (the paper) or continue after its kept tokens; resume implies --fcr",
     )
     p.add_argument("--max-new-tokens", type=int, default=512, help="limit for lines without max_tokens")
     p.add_argument("--margin-scale", type=float, default=1.0, help="safety margin: ceil(scale * p + add)")

@@ -15,15 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from seqsched.cli.help import HelpFormatter
 from seqsched.engine.cost_model import BUILTIN, DEFAULT_BUILTIN
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "simulate",
-        help=__doc__.splitlines()[0],
+        help="strategies side by side on a length trace, no model, in modelled (simulated) time",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--trace", type=Path, required=True, help="length trace (paper JSON list or JSONL)")
     p.add_argument("--actual", default="L_t0.0", help="trace field of the lengths really produced")
@@ -34,7 +35,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--cost-model",
         default=DEFAULT_BUILTIN,
-        help=f"cost model JSON, or a built-in: {', '.join(BUILTIN)} (default: %(default)s)",
+        help=f"cost model JSON, or a built-in: {', '.join(BUILTIN)}",
     )
     p.add_argument(
         "--prompt-tokens",
@@ -45,9 +46,9 @@ def add_parser(subparsers: Any) -> None:
     add_schedule_args(p, default_strategies="vanilla,oracle")
     add_stream_args(p)
     g = p.add_argument_group("the simulated continuous-batching engine (strategies continuous, continuous+sjf, ...)")
-    g.add_argument("--max-num-seqs", type=int, default=256, help="requests running at once (default: %(default)s)")
+    g.add_argument("--max-num-seqs", type=int, default=256, help="requests running at once")
     g.add_argument("--num-gpu-blocks", type=int, default=None, help="KV-cache blocks (default: no limit)")
-    g.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default: %(default)s)")
+    g.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     p.set_defaults(func=main)
 
 
@@ -58,25 +59,30 @@ def add_schedule_args(
     p.add_argument(
         "--strategies",
         default=default_strategies,
-        help="comma-separated, run in this order; each is vanilla, oracle, seqsch or pia, optionally "
-        "with +vbs, +budget, +fcr, +resume switches (bare oracle/seqsch/pia = +vbs+fcr; +resume is FCR "
-        "that continues after a failure's tokens); or continuous (transformers' continuous batching, "
-        "live models only) (default: %(default)s)",
+        help="comma-separated, run in this order. Static: vanilla, oracle, seqsch or pia, with switches +vbs, "
+        "+budget, +fcr, +resume, +sort (bare oracle/seqsch/pia = +vbs+fcr; +sort = sorted fixed batches). "
+        "Continuous: vllm or continuous (plain fcfs), with +sjf or +ljf, +kv (KV admission), +oracle (true "
+        "lengths). Default: the built-in set for the engine",
     )
     p.add_argument("--predictor", type=Path, help="saved predictor directory, for seqsch")
     p.add_argument("--margin-scale", type=float, default=1.0, help="seqsch safety margin: ceil(scale * p + add)")
     p.add_argument("--margin-add", type=float, default=0.0, help="seqsch safety margin, in tokens")
     p.add_argument("--token-budget", type=int, default=None, help="rows x predicted length, for +budget")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--group-size", type=int, default=256)
-    p.add_argument("--bin-size", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=16, help="rows of a static micro-batch (the smallest under VBS)")
+    p.add_argument("--group-size", type=int, default=256, help="requests planned together (the scheduling window)")
+    p.add_argument("--bin-size", type=int, default=50, help="VBS buckets predicted lengths into cells this wide")
     p.add_argument(
         "--paper-exact",
         action="store_true",
         help="plan as the paper's code does where seqsched departs from it (VBS merges appended, a "
         "prediction of 0 in bin 0); see the README's list of departures",
     )
-    p.add_argument("--max-new-tokens", type=int, default=default_max_new_tokens)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=default_max_new_tokens,
+        help="each request's limit (bench: 256 on the built-in workload, else 512)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="interleaved repeats; medians are reported")
     p.add_argument("--json", type=Path, help="write figures, resolved config and environment here")
     p.add_argument("--plot", type=Path, help="write a PNG: lengths, micro-batches, throughput")
@@ -117,7 +123,7 @@ def main(args: argparse.Namespace) -> int:
 def add_stream_args(p: argparse.ArgumentParser) -> None:
     """Options of the stream plans that continuous strategies (vllm+sjf, ...) use."""
     g = p.add_argument_group("stream plans (continuous strategies)")
-    g.add_argument("--kv-margin", type=float, default=1.0, help="+kv admission margin (default: %(default)s)")
+    g.add_argument("--kv-margin", type=float, default=1.0, help="+kv admission margin")
     g.add_argument(
         "--max-bypass",
         type=int,

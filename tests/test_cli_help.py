@@ -1,0 +1,58 @@
+"""Every subcommand's --help: each option explained, and its default shown when it has one;
+bad arguments fail before any model loads."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import pytest
+
+from seqsched.cli import build_parser
+
+
+def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    found, todo = [], [("seqsched", build_parser())]
+    while todo:
+        name, parser = todo.pop()
+        found.append((name, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend((f"{name} {sub}", p) for sub, p in action.choices.items())
+    return found
+
+
+@pytest.mark.parametrize(("name", "parser"), _parsers(), ids=[name for name, _ in _parsers()])
+def test_help_explains_every_option_and_shows_its_default(name: str, parser: argparse.ArgumentParser) -> None:
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            continue
+        assert action.help, f"{name} {action.option_strings[0]} has no help"
+        if action.default not in (None, False, argparse.SUPPRESS) and not isinstance(action, argparse._HelpAction):
+            assert f"default: {action.default}" in text, f"{name} {action.option_strings[0]}: default not shown"
+    assert "default: None" not in text
+
+
+def test_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "seqsched", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("seqsched ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "--strategies", "vanila"], "unknown base 'vanila'"),
+        (["bench", "--predictor", "/no/such/predictor"], "/no/such/predictor"),
+        (["run", "/no/such/requests.jsonl", "-o", "/tmp/out.jsonl"], "/no/such/requests.jsonl does not exist"),
+        (["simulate", "--trace", "/no/such/trace.jsonl"], "/no/such/trace.jsonl"),
+    ],
+)
+def test_bad_arguments_fail_before_any_model_loads(argv: list[str], message: str) -> None:
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "seqsched", *argv], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert time.monotonic() - start < 3.0 + 2.0  # 3 s asked; the margin is for a loaded CI machine

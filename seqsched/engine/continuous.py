@@ -24,18 +24,17 @@ NOTE on how a plan reaches it:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from seqsched.engine.stream import StepOutput, StreamEngine, StreamRun
-from seqsched.request import Outcome, Request
+from seqsched.request import Request
 from seqsched.schedule import StreamPlan
 
 if TYPE_CHECKING:
     from seqsched.engine.hf import HFEngine
 
 RESULT_POLL_SECONDS = 1.0
-WARMUP_TOKENS = 4
 
 
 class HFContinuousEngine(StreamEngine):
@@ -91,45 +90,27 @@ class HFContinuousEngine(StreamEngine):
 
     def warmup(self, requests: Sequence[Request]) -> None:
         """Check that every request is supported (before any strategy of a bench runs),
-        then one short untimed run on copies of the first requests."""
+        then a short untimed run."""
         _check_supported(requests)
-        copies = [
-            Request(i, f"warmup-{i}", prompt=r.prompt, messages=r.messages, max_new_tokens=WARMUP_TOKENS)
-            for i, r in enumerate(requests[:2])
-        ]
-        self.prepare(copies)
-        ready = [r for r in copies if not r.status.is_finished]
-        if ready:
-            order = tuple(r.index for r in ready)
-            self.run_stream(StreamPlan(order, {i: i for i in order}), ready, lambda outcome: None)
+        super().warmup(requests)
 
-    def run_stream(
-        self,
-        plan: StreamPlan,
-        requests: Sequence[Request],
-        on_outcome: Callable[[Outcome], None],
-        on_error: Callable[[int, str], None] | None = None,
-    ) -> StreamRun:
-        _check_supported(requests)
-        self._longest = max(r.num_prompt_tokens + r.max_new_tokens for r in requests)
-        self._max_new_tokens = max(r.remaining_tokens for r in requests)
-        return super().run_stream(plan, requests, on_outcome, on_error)
-
-    def start(self) -> None:
+    def start(self, plan: StreamPlan, requests: Sequence[Request]) -> None:
         from transformers import GenerationConfig
         from transformers.generation import ContinuousBatchingConfig
 
+        _check_supported(requests)
+        longest = max(r.num_prompt_tokens + r.max_new_tokens for r in requests)
         engine = self.engine
         generation_config = GenerationConfig(
             do_sample=False,
-            max_new_tokens=self._max_new_tokens,
+            max_new_tokens=max(r.remaining_tokens for r in requests),
             eos_token_id=engine.eos_token_ids or None,
             pad_token_id=engine.pad_token_id,
         )
         cb_config = ContinuousBatchingConfig(
             max_requests_per_batch=self.max_requests,
-            max_batch_tokens=max(self.max_batch_tokens, self._longest),
-            num_blocks=self.num_blocks or self.max_requests * -(-self._longest // self.block_size),
+            max_batch_tokens=max(self.max_batch_tokens, longest),
+            num_blocks=self.num_blocks or self.max_requests * -(-longest // self.block_size),
         )
         self._manager = engine.model.init_continuous_batching(
             generation_config=generation_config, continuous_batching_config=cb_config

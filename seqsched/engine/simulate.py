@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from seqsched.engine.base import BatchRun, Engine
 from seqsched.engine.cost_model import StepCostModel, load_cost_model
-from seqsched.engine.trace import trace_outcomes
+from seqsched.engine.trace import require_target_lengths, trace_outcomes
 from seqsched.request import Request
 from seqsched.schedule import MicroBatch
 
@@ -25,11 +25,7 @@ class SimulatedEngine(Engine):
         self.cost_model = cost_model if cost_model is not None else load_cost_model(None)
 
     def prepare(self, requests: Sequence[Request]) -> None:
-        for r in requests:
-            if r.target_len is None:
-                r.fail("the simulator needs a target length (target_len) for every request")
-            elif r.target_len < 1:
-                r.fail(f"target_len ({r.target_len}) must be >= 1")
+        require_target_lengths(requests)
 
     def run(self, batch: MicroBatch, requests: Sequence[Request]) -> BatchRun:
         outcomes = trace_outcomes(batch, requests)

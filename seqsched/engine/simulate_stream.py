@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 from seqsched.engine.cost_model import StepCostModel, load_cost_model
 from seqsched.engine.stream import StepOutput, StreamEngine, StreamRun
-from seqsched.engine.trace import SIMULATED_TOKEN
+from seqsched.engine.trace import SIMULATED_TOKEN, require_target_lengths
 from seqsched.request import Request
+from seqsched.schedule import StreamPlan
 
 
 @dataclass
@@ -70,13 +71,9 @@ class SimulatedContinuousEngine(StreamEngine):
         return None if self.num_blocks is None else self.num_blocks * self.block_size
 
     def prepare(self, requests: Sequence[Request]) -> None:
-        for r in requests:
-            if r.target_len is None:
-                r.fail("the simulator needs a target length (target_len) for every request")
-            elif r.target_len < 1:
-                r.fail(f"target_len ({r.target_len}) must be >= 1")
+        require_target_lengths(requests)
 
-    def start(self) -> None:
+    def start(self, plan: StreamPlan, requests: Sequence[Request]) -> None:
         self._clock = 0.0
         self._arrivals = 0
         self._waiting: list[tuple[int, int, _Running]] = []

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from seqsched.request import Outcome, Request
 from seqsched.schedule import StreamPlan
 
+WARMUP_TOKENS = 4
+WARMUP_REQUESTS = 4
+
 
 @dataclass
 class StepOutput:
@@ -47,8 +50,17 @@ class StreamEngine(abc.ABC):
     def prepare(self, requests: Sequence[Request]) -> None:  # noqa: B027 - optional hook
         """Tokenize and validate; a bad request is marked failed and never stops the others."""
 
-    def warmup(self, requests: Sequence[Request]) -> None:  # noqa: B027 - optional hook
-        """Run whatever makes later timings representative."""
+    def warmup(self, requests: Sequence[Request]) -> None:
+        """A short untimed run on copies of the first requests (allocator, kernels)."""
+        copies = [
+            Request(i, f"warmup-{i}", prompt=r.prompt, messages=r.messages, max_new_tokens=WARMUP_TOKENS)
+            for i, r in enumerate(requests[:WARMUP_REQUESTS])
+        ]
+        self.prepare(copies)
+        ready = [r for r in copies if not r.status.is_finished]
+        if ready:
+            order = tuple(r.index for r in ready)
+            self.run_stream(StreamPlan(order, {i: i for i in order}), ready, lambda outcome: None)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return ""
@@ -59,8 +71,9 @@ class StreamEngine(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def start(self) -> None:
-        """Begin a run: reset the clock and counters."""
+    def start(self, plan: StreamPlan, requests: Sequence[Request]) -> None:
+        """Begin a run of ``plan`` over ``requests``: reset the clock and counters, size what
+        the run needs; refuse requests the engine cannot run."""
 
     @abc.abstractmethod
     def submit(self, request: Request, priority: int) -> None:
@@ -97,7 +110,7 @@ class StreamEngine(abc.ABC):
         admission = plan.admission()
         pending = deque(plan.order)
         submitted_at: dict[int, float] = {}
-        self.start()
+        self.start(plan, requests)
         try:
             while pending or self.has_unfinished():
                 while pending and (admission is None or admission.try_admit(pending[0])):

@@ -15,6 +15,15 @@ from seqsched.schedule import MicroBatch
 SIMULATED_TOKEN = 0
 
 
+def require_target_lengths(requests: Sequence[Request]) -> None:
+    """Fail each request that has no length to force (the simulators run nothing else)."""
+    for r in requests:
+        if r.target_len is None:
+            r.fail("the simulator needs a target length (target_len) for every request")
+        elif r.target_len < 1:
+            r.fail(f"target_len ({r.target_len}) must be >= 1")
+
+
 def trace_outcomes(batch: MicroBatch, requests: Sequence[Request]) -> list[Outcome]:
     """Rows stop at their target length (finished) or at min(cap, own limit) (cut).
     The batch runs until its longest row stops; every row is charged those steps.

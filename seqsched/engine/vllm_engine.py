@@ -29,17 +29,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from seqsched.engine.config import EngineConfig, VLLMConfig
 from seqsched.engine.loading import ModelLoadError, check_source
 from seqsched.engine.prompts import cut, eos_token_ids, stop_at, tokenize_all
 from seqsched.engine.stream import StepOutput, StreamEngine, StreamRun
-from seqsched.request import Outcome, Request
+from seqsched.request import Request
 from seqsched.schedule import StreamPlan
 
-WARMUP_TOKENS = 4
 CPU_MEMORY_SHARE = 0.1
 CPU_KV_CACHE_GIB = 1.0
 
@@ -75,33 +74,12 @@ class VLLMEngine(StreamEngine):
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
-    def warmup(self, requests: Sequence[Request]) -> None:
-        """A few short requests through the engine, untimed."""
-        from seqsched.schedule import ScheduleConfig, plan_stream
-
-        copies = [
-            Request(i, f"warmup-{i}", prompt=r.prompt, messages=r.messages, max_new_tokens=WARMUP_TOKENS)
-            for i, r in enumerate(requests[:4])
-        ]
-        self.prepare(copies)
-        ready = [r for r in copies if not r.status.is_finished]
-        if ready:
-            self.run_stream(plan_stream(ready, ScheduleConfig()), ready, lambda outcome: None)
-
-    def run_stream(
-        self,
-        plan: StreamPlan,
-        requests: Sequence[Request],
-        on_outcome: Callable[[Outcome], None],
-        on_error: Callable[[int, str], None] | None = None,
-    ) -> StreamRun:
-        self._track = plan.reserve is not None
-        return super().run_stream(plan, requests, on_outcome, on_error)
-
-    def start(self) -> None:
+    def start(self, plan: StreamPlan, requests: Sequence[Request]) -> None:
         if self.engine.has_unfinished_requests():
             raise RuntimeError("the vLLM engine still has requests from an earlier run")
         self.llm.reset_prefix_cache()
+        # Only an admission rule needs to hear how many tokens running requests hold.
+        self._track = plan.reserve is not None
         self._start = time.perf_counter()
         self._preemptions_before = self._preemptions()
         self._tokens: dict[str, list[int]] = {}

@@ -118,11 +118,15 @@ def run(
     overwrite: bool = False,
     progress: Progress | None = None,
     ray: RayConfig | None = None,
+    engine: EngineKind = "hf",
+    vllm: VLLMConfig | None = None,
     **options: Any,
 ) -> RunSummary:
     """Answer ``input_path`` into ``output_path``. Other keyword options are fields of
-    :class:`ScheduleConfig` (``batch_size``, ``fcr``, ...) or of ``EngineConfig``
-    (``device``, ``dtype``, ...). ``ray=RayConfig(num_workers=4)`` runs on Ray replicas."""
+    :class:`ScheduleConfig` (``batch_size``, ``fcr``, ``policy``, ``admission``, ...) or of
+    ``EngineConfig`` (``device``, ``dtype``, ...). ``engine="vllm"`` (or ``"continuous"``)
+    runs on a continuous-batching engine sized by ``vllm=VLLMConfig(...)``;
+    ``ray=RayConfig(num_workers=4)`` runs on Ray replicas."""
     from seqsched.engine.config import EngineConfig
 
     schedule_keys = {f.name for f in dataclasses.fields(ScheduleConfig)}
@@ -141,6 +145,8 @@ def run(
         resume=resume,
         overwrite=overwrite,
         ray=ray,
+        engine_kind=engine,
+        vllm=vllm or VLLMConfig(),
         schedule=ScheduleConfig(**{k: v for k, v in options.items() if k in schedule_keys}),
     )
     return execute(config, progress)

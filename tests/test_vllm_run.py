@@ -92,3 +92,22 @@ def test_run_with_vllm_resumes_after_a_kill(model_dir: Path, tmp_path: Path) -> 
     assert _run_cli(model_dir, inp, out, "--engine", "vllm", "--max-new-tokens", "64", "--resume") == 0
     assert _run_cli(model_dir, inp, tmp_path / "whole.jsonl", "--engine", "vllm", "--max-new-tokens", "64") == 0
     assert _answers(out) == _answers(tmp_path / "whole.jsonl")
+
+
+def test_the_python_api_runs_on_vllm(model_dir: Path, tmp_path: Path) -> None:
+    import seqsched
+    from seqsched.engine.config import VLLMConfig
+
+    inp = tmp_path / "requests.jsonl"
+    inp.write_text("".join(json.dumps({"custom_id": f"q{i}", "prompt": f"a request {i}"}) + "\n" for i in range(5)))
+    summary = seqsched.run(
+        inp,
+        tmp_path / "out.jsonl",
+        model=model_dir,
+        engine="vllm",
+        vllm=VLLMConfig(max_num_seqs=2, kv_cache_gib=float(SMALL_KV)),
+        max_new_tokens=8,
+        device="cpu",
+    )
+    assert summary.num_lines == 5 and summary.num_errors == 0
+    assert summary.metrics.num_requests == 5

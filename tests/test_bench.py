@@ -18,6 +18,7 @@ from seqsched.cli import main
 from seqsched.data.traces import Trace, TraceRecord, trace_requests
 from seqsched.engine.cost_model import StepCostModel
 from seqsched.engine.simulate import SimulatedEngine
+from seqsched.predict.constant import ConstantPredictor
 from seqsched.predict.oracle import OraclePredictor
 from seqsched.schedule import ScheduleConfig
 from tests.tiny_model import corpus
@@ -182,3 +183,21 @@ def test_progress_bars_count_every_request_of_every_run() -> None:
     run_strategies(SimulatedEngine(), trace_requests(_trace(), LIMIT), _strategies(), repeat=2, progress=Bar)
     assert [b.label for b in bars[:4]] == ["vanilla (1/2)", "oracle (1/2)", "oracle-fcr (1/2)", "oracle-resume (1/2)"]
     assert len(bars) == 8 and all(b.done == len(ACTUAL) and b.closed for b in bars)
+
+
+def test_each_strategy_is_compared_with_the_right_baseline() -> None:
+    from seqsched.bench.runner import StrategyResult
+
+    def result(name: str) -> StrategyResult:
+        return StrategyResult(Strategy(name, ConstantPredictor(), ScheduleConfig()), None, None, [], None)  # type: ignore[arg-type]
+
+    bench = BenchResult([result(n) for n in ("vanilla", "seqsch", "vllm", "vllm+sjf", "continuous+kv")])
+    assert [bench.baseline_of(r.strategy.name) for r in bench.results] == [
+        "vanilla",
+        "vanilla",
+        "vanilla",
+        "vllm",
+        "continuous",
+    ]
+    alone = BenchResult([result(n) for n in ("vllm", "vllm+sjf")])
+    assert [alone.baseline_of(r.strategy.name) for r in alone.results] == ["vllm", "vllm"]

@@ -70,8 +70,8 @@ def format_table(bench: BenchResult) -> str:
     rule = "  ".join("-" * w for w in widths)
     notes = [
         "mean s / p90 s: completion time of a request from the start of the run; x base: throughput, and lat x: "
-        f"mean completion time, over the baseline's ({bench.baseline} for static strategies, the plain engine "
-        "for continuous ones)"
+        f"mean completion time, over the baseline's ({bench.baseline} for static strategies and plain engines, "
+        "the plain engine for its policies)"
     ]
     if bench.repeat > 1:
         notes.append(f"(median of {bench.repeat} interleaved repeats)")

@@ -57,8 +57,9 @@ class StrategyResult:
 
 @dataclass
 class BenchResult:
-    """``baseline`` names the plain run of static strategies; a continuous strategy is
-    compared with its own engine's plain run (``vllm+sjf`` with ``vllm``)."""
+    """``baseline`` names the plain run of static strategies (vanilla). A continuous
+    engine's policies are compared with its plain run (``vllm+sjf`` with ``vllm``), and the
+    plain run with vanilla when vanilla ran (else with itself)."""
 
     results: list[StrategyResult]
     baseline: str = "vanilla"
@@ -66,7 +67,10 @@ class BenchResult:
 
     def baseline_of(self, name: str) -> str:
         base = name.split("+")[0]
-        return base if base in STREAM_BASES else self.baseline
+        if base in STREAM_BASES and name != base:
+            return base
+        ran = {r.strategy.name for r in self.results}
+        return self.baseline if self.baseline in ran or base not in STREAM_BASES else name
 
     def ratio(self, name: str) -> float | None:
         """Throughput (requests/s) of ``name`` over its baseline's; None without one."""

@@ -42,6 +42,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_policy_args(p: argparse.ArgumentParser, policy_default: str | None) -> None:
+    """`run`'s choice of policy and admission, and the plan options `bench` shares."""
     g = p.add_argument_group("stream plan (continuous engines)")
     g.add_argument(
         "--policy",
@@ -56,12 +57,17 @@ def add_policy_args(p: argparse.ArgumentParser, policy_default: str | None) -> N
         default="none",
         help="kv: admit a request only while prompt + margin x predicted output of the running ones fit the KV cache",
     )
+    add_plan_args(g)
+
+
+def add_plan_args(g: Any) -> None:
+    """Options of every stream plan: the KV admission margin and the aging bound."""
     g.add_argument("--kv-margin", type=float, default=1.0, help="kv admission margin")
     g.add_argument(
         "--max-bypass",
         type=int,
         default=1024,
-        help="aging bound: no request is overtaken by more than this many later ones",
+        help="aging bound of sjf/ljf: no request is overtaken by more than this many later ones",
     )
 
 

@@ -122,15 +122,9 @@ def main(args: argparse.Namespace) -> int:
 
 def add_stream_args(p: argparse.ArgumentParser) -> None:
     """Options of the stream plans that continuous strategies (vllm+sjf, ...) use."""
-    g = p.add_argument_group("stream plans (continuous strategies)")
-    g.add_argument("--kv-margin", type=float, default=1.0, help="+kv admission margin")
-    g.add_argument(
-        "--max-bypass",
-        type=int,
-        default=1024,
-        help="aging bound of +sjf/+ljf: no request is overtaken by more than this many later ones "
-        "(default: %(default)s)",
-    )
+    from seqsched.cli.engine_args import add_plan_args
+
+    add_plan_args(p.add_argument_group("stream plans (continuous strategies)"))
 
 
 def run_bench(

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from seqsched.bench.runner import BenchResult
+from seqsched.threads import load_average
 
 _COLUMNS = (
     ("strategy", "{}"),
     ("req/s", "{:.3f}"),
+    ("min-max", "{}"),
     ("tok/s", "{:.1f}"),
     ("avg len", "{:.1f}"),
     ("eff %", "{:.1f}"),
@@ -34,11 +36,16 @@ _COLUMNS = (
 def table_rows(bench: BenchResult) -> list[list[str]]:
     rows = []
     for res in bench.results:
-        m, ratio, latency = res.metrics, bench.ratio(res.strategy.name), bench.latency_ratio(res.strategy.name)
+        name = res.strategy.name
+        m, ratio, latency = res.metrics, bench.ratio(name), bench.latency_ratio(name)
         preemptions = res.report.num_preemptions
+        low, high = res.spread("requests_per_second")
+        noise = "~" if bench.significant(name) is False else ""
+        latency_noise = "~" if bench.significant(name, "latency_mean") is False else ""
         values = (
-            res.strategy.name,
+            name,
             m.requests_per_second,
+            f"{low:.2f}-{high:.2f}" if len(res.runs) > 1 else "-",
             m.output_tokens_per_second,
             m.average_length,
             100 * m.effective_token_ratio,
@@ -49,16 +56,19 @@ def table_rows(bench: BenchResult) -> list[list[str]]:
             m.latency_mean,
             m.latency_p90,
             "-" if preemptions is None else str(preemptions),
-            "-" if ratio is None else f"{ratio:.2f}",
-            "-" if latency is None else f"{latency:.2f}",
+            "-" if ratio is None else f"{noise}{ratio:.2f}",
+            "-" if latency is None else f"{latency_noise}{latency:.2f}",
         )
         rows.append([fmt.format(v) for (_, fmt), v in zip(_COLUMNS, values, strict=True)])
     return rows
 
 
-def format_table(bench: BenchResult) -> str:
-    """One aligned plain-text table: a row per strategy, in run order."""
+def format_table(bench: BenchResult, simulated: str | None = None) -> str:
+    """One aligned plain-text table: a row per strategy, in run order. ``simulated`` names
+    the cost model when the seconds are modelled, not measured."""
     header = [name for name, _ in _COLUMNS]
+    if simulated is not None:
+        header = ["sim s" if h == "wall s" else h for h in header]
     rows = table_rows(bench)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
@@ -74,7 +84,17 @@ def format_table(bench: BenchResult) -> str:
         "the plain engine for its policies)"
     ]
     if bench.repeat > 1:
-        notes.append(f"(median of {bench.repeat} interleaved repeats)")
+        notes.append(
+            f"median of {bench.repeat} interleaved repeats; min-max: req/s over the repeats; ~: the repeats overlap "
+            "the baseline's, so the ratio is not significant"
+        )
+    if simulated is not None:
+        notes.append(
+            f"SIMULATED: seconds are modelled by the cost model {simulated}, not measured; pred s is the "
+            "predictor's real time on this machine and is not in sim s"
+        )
+    for names in bench.identical_plans():
+        notes.append(f"{', '.join(names)}: the same plan, so their differences are noise")
     return "\n".join([line(header), rule, *(line(r) for r in rows), *notes])
 
 
@@ -85,6 +105,7 @@ def environment(engine: object | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "load_average_at_end": load_average(),
     }
     for package in ("seqsched", "torch", "transformers", "numpy"):
         try:

@@ -26,7 +26,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         choices=["auto", "float32", "bfloat16", "float16"],
         help="auto: float32 on a CPU, the checkpoint's dtype on an accelerator",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_threads_arg(p)
     v = p.add_argument_group("continuous engines (vllm, continuous)")
     v.add_argument("--max-num-seqs", type=int, default=256, help="requests running at once")
     v.add_argument(
@@ -39,6 +39,30 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     v.add_argument("--block-size", type=int, default=None, help="vllm: tokens per KV block (default: vLLM's)")
     v.add_argument("--max-model-len", type=int, default=None, help="vllm: context served (default: the model's)")
     v.add_argument("--kv-cache-gib", type=float, default=None, help="vllm: KV-cache memory (default: 1 on a CPU)")
+
+
+def add_threads_arg(p: Any) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads. Default: one per core the load average leaves free (at least 1), "
+        "printed at start; on a shared machine, 1",
+    )
+
+
+def resolve_threads(args: argparse.Namespace) -> int:
+    """Choose the thread count once per command, say it, and keep the choice on ``args``."""
+    import sys
+
+    from seqsched.threads import choose_threads
+
+    choice = getattr(args, "thread_choice", None)
+    if choice is None:
+        choice = choose_threads(args.threads)
+        args.thread_choice = choice
+        print(f"seqsched {args.command}: {choice.describe()}", file=sys.stderr)
+    return int(choice.threads)
 
 
 def add_policy_args(p: argparse.ArgumentParser, policy_default: str | None) -> None:
@@ -76,7 +100,7 @@ def engine_config(args: argparse.Namespace) -> Any:
     from seqsched.engine.config import EngineConfig
 
     return EngineConfig(
-        model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype, num_threads=args.threads
+        model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype, num_threads=resolve_threads(args)
     )
 
 

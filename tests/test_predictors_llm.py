@@ -177,15 +177,23 @@ def test_a_saved_predictor_moves_with_its_model(tiny_engine: Any, tiny_model_dir
 def test_collect_records_greedy_lengths(tiny_engine: Any, tmp_path: Path) -> None:
     import torch
 
-    from seqsched.data.collect import CollectConfig, collect_lengths, read_prompts, write_trace
+    from seqsched.data.collect import CollectConfig, collect_lengths, read_prompts
+    from seqsched.data.trace_writer import TraceWriter
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(TEXTS[:5]) + "\n")
     requests = read_prompts(prompts, max_new_tokens=24)
     config = CollectConfig(temperatures=(0.0, 0.7), max_new_tokens=24, batch_size=2)
-    records, errors = collect_lengths(tiny_engine, requests, config)
-    assert not errors
-    write_trace(tmp_path / "trace.jsonl", records)
+    writer = TraceWriter(tmp_path / "trace.jsonl", {"t": [0, 0.7]}, "m")
+    chunks: list[int] = []
+
+    def save(records: list[dict[str, Any]], errors: list[str]) -> None:
+        writer.append(records)
+        chunks.append(len(records))
+
+    records, errors = collect_lengths(tiny_engine, requests, config, on_chunk=save, chunk_size=2)
+    writer.close()
+    assert not errors and chunks == [2, 2, 1] and len(records) == 5
     trace = read_trace(tmp_path / "trace.jsonl")
     assert [r.id for r in trace] == [f"prompt-{i}" for i in range(1, 6)]
     assert [r.text for r in trace] == TEXTS[:5]
@@ -274,3 +282,26 @@ def test_cli_lengths_collect(tiny_model_dir: Path, tmp_path: Path) -> None:
     trace = read_trace(out)
     assert [r.id for r in trace] == ["c0", "c1", "c2"]
     assert all(1 <= r.length("max") <= 8 for r in trace)
+
+
+def test_cli_collect_continues_a_stopped_trace_and_refuses_stale_settings(tiny_model_dir: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(TEXTS[:4]) + "\n")
+    out = tmp_path / "trace.jsonl"
+    base = ["lengths", "collect", str(prompts), "-o", str(out), "--model", str(tiny_model_dir), "--device", "cpu"]
+    args = [*base, "--temperatures", "0", "--max-new-tokens", "8", "--holdout", "0.5"]
+    assert cli([*args, "--first", "2"]) == 0  # as if stopped after two prompts
+    first = out.read_text()
+    with out.open("a") as f:
+        f.write('{"id": "prompt-3", "L_t')  # a torn last line from a kill
+    assert cli(args) == 0
+    text = out.read_text()
+    assert text.startswith(first)
+    trace = read_trace(out)
+    assert [r.id for r in trace] == [f"prompt-{i}" for i in range(1, 5)]
+    assert {r.split for r in trace} <= {"train", "val"}
+    # other settings: the old lengths are not reused, nor silently replaced
+    assert cli([*base, "--temperatures", "0", "--max-new-tokens", "4"]) == 2
+    assert out.read_text() == text
+    assert cli([*base, "--temperatures", "0", "--max-new-tokens", "4", "--overwrite"]) == 0
+    assert all(r.length("L_t0.0") <= 4 for r in read_trace(out))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from seqsched.cli.engine_args import add_threads_arg, resolve_threads
 from seqsched.cli.help import HelpFormatter
 
 
@@ -23,12 +24,29 @@ def add_parser(subparsers: Any) -> None:
         "collect", help="sample each prompt at several temperatures", description=__doc__, formatter_class=HelpFormatter
     )
     c.add_argument(
-        "--prompts",
+        "prompts",
+        type=Path,
+        nargs="?",
+        help="request JSONL (as `seqsched run` reads) or a text file with one prompt per line; - for stdin",
+    )
+    c.add_argument("--prompts", dest="prompts_option", type=Path, help="the same as PROMPTS (an older spelling)")
+    c.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="output",
         type=Path,
         required=True,
-        help="request JSONL (as `seqsched run` reads) or a text file with one prompt per line",
+        help="trace JSONL, written as prompts finish; run again to continue a stopped collection",
     )
-    c.add_argument("--out", type=Path, required=True, help="trace JSONL to write")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing trace instead of continuing it")
+    c.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="give each record a split: about this fraction 'val', the rest 'train' (stable per prompt id), "
+        "for `predictor train --split train` and `predictor eval --split val`",
+    )
     c.add_argument("--model", help="HF model directory or hub id (default: the built-in model)")
     c.add_argument(
         "--temperatures", default="0,0.3,0.5,0.7", help="comma-separated (default: the paper's 0,0.3,0.5,0.7)"
@@ -39,7 +57,11 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--first", type=int, default=None, help="only the first N prompts")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     c.add_argument("--dtype", default="auto", help="auto (float32 on a CPU), float32, bfloat16, float16")
+    add_threads_arg(c)
     c.set_defaults(func=main)
+
+
+CHUNK_BATCHES = 4  # micro-batches of prompts per saved chunk
 
 
 def main(args: argparse.Namespace) -> int:
@@ -47,31 +69,67 @@ def main(args: argparse.Namespace) -> int:
 
     from seqsched.api import resolve_model
     from seqsched.cli import UsageError
-    from seqsched.data.collect import CollectConfig, collect_lengths, read_prompts, write_trace
+    from seqsched.data.collect import CollectConfig, collect_lengths, read_prompts
+    from seqsched.data.trace_writer import TraceWriter
     from seqsched.engine.config import EngineConfig
 
+    source = _prompts_path(args)
     try:
         temperatures = tuple(float(t) for t in args.temperatures.split(",") if t.strip())
     except ValueError:
         raise UsageError(f"--temperatures ({args.temperatures!r}) must be comma-separated numbers") from None
     config = CollectConfig(temperatures, args.max_new_tokens, args.batch_size, args.seed)
-    requests = read_prompts(args.prompts, config.max_new_tokens)
-    if args.first is not None:
-        if args.first < 1:
-            raise UsageError(f"--first ({args.first}) must be >= 1")
-        requests = requests[: args.first]
-    engine = _engine(EngineConfig(model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype))
-    total = len(requests) * len(temperatures)
-    with tqdm(total=total, desc="runs", unit="run", file=sys.stderr, mininterval=2.0) as bar:
-        records, errors = collect_lengths(engine, requests, config, progress=bar.update)
+    if args.first is not None and args.first < 1:
+        raise UsageError(f"--first ({args.first}) must be >= 1")
+    requests = read_prompts(source, config.max_new_tokens)[: args.first]
+    model = str(resolve_model(args.model))
+    settings = {"temperatures": temperatures, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    settings |= {"dtype": args.dtype}
+    writer = TraceWriter(args.output, settings, model, overwrite=args.overwrite, holdout=args.holdout)
+    todo = [r for r in requests if r.request_id not in writer.done]
+    if writer.done:
+        print(
+            f"seqsched lengths: continuing {args.output}: {len(requests) - len(todo)} prompts already there, "
+            f"{len(todo)} to go" + (f" (cut a torn last line of {writer.num_cut} bytes)" if writer.num_cut else ""),
+            file=sys.stderr,
+        )
+    engine = _engine(EngineConfig(model=model, device=args.device, dtype=args.dtype, num_threads=resolve_threads(args)))
+    errors: list[str] = []
+
+    def save(records: list[dict[str, Any]], failed: list[str]) -> None:
+        writer.append(records)
+        errors.extend(failed)
+
+    with tqdm(total=len(todo) * len(temperatures), desc="runs", unit="run", file=sys.stderr, mininterval=2.0) as bar:
+        try:
+            collect_lengths(engine, todo, config, bar.update, on_chunk=save, chunk_size=CHUNK_BATCHES * args.batch_size)
+        finally:
+            writer.close()
     for line in errors[:5]:
         print(f"seqsched lengths: skipped {line}", file=sys.stderr)
-    write_trace(args.out, records)
     print(
-        f"seqsched lengths: {len(records)} prompts x {len(temperatures)} temperatures -> {args.out}"
+        f"seqsched lengths: {len(writer.done)} prompts x {len(temperatures)} temperatures -> {args.output}"
         + (f" ({len(errors)} prompts failed and were left out)" if errors else "")
     )
     return 0
+
+
+def _prompts_path(args: argparse.Namespace) -> Path:
+    """PROMPTS or --prompts (one of them); ``-`` reads stdin into a temporary file."""
+    import tempfile
+
+    from seqsched.cli import UsageError
+
+    if (args.prompts is None) == (args.prompts_option is None):
+        raise UsageError("give the prompts file once: PROMPTS (or --prompts)")
+    path = args.prompts if args.prompts is not None else args.prompts_option
+    if str(path) == "-":
+        with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as f:
+            f.write(sys.stdin.buffer.read())
+        return Path(f.name)
+    if not path.is_file():
+        raise UsageError(f"prompts file {path} does not exist")
+    return Path(path)
 
 
 def _engine(config: Any) -> Any:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqsched.data.batch_io import read_requests, write_jsonl
+from seqsched.data.batch_io import read_requests
 from seqsched.engine.base import Engine
 from seqsched.pipeline import Pipeline
 from seqsched.predict.constant import ConstantPredictor
@@ -57,6 +57,13 @@ def length_field(temperature: float) -> str:
     return f"L_t{float(temperature)}"
 
 
+def is_request_file(path: str | Path) -> bool:
+    """A request JSONL (its first non-blank line is a JSON object), not plain prompt lines."""
+    with Path(path).open(encoding="utf-8", errors="replace") as f:
+        first = next((line for line in f if line.strip()), None)
+    return first is not None and _is_json_object(first)
+
+
 def read_prompts(path: str | Path, max_new_tokens: int = 512) -> list[Request]:
     """Requests from a request JSONL, or from a plain text file (one prompt per line)."""
     path = Path(path)
@@ -81,9 +88,30 @@ def collect_lengths(
     requests: Sequence[Request],
     config: CollectConfig,
     progress: Callable[[int], None] | None = None,
+    on_chunk: Callable[[list[dict[str, Any]], list[str]], None] | None = None,
+    chunk_size: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Trace records in input order, and one error line per prompt that failed (at any
-    temperature: such a prompt is left out of the trace)."""
+    temperature: such a prompt is left out of the trace).
+
+    Prompts go in chunks of ``chunk_size`` (default: all at once), every temperature of a
+    chunk before the next chunk; ``on_chunk`` gets each chunk's records and errors as soon
+    as they exist, so a caller can save them and a killed collection loses one chunk."""
+    size = chunk_size or max(1, len(requests))
+    records: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for start in range(0, len(requests), size):
+        chunk_records, chunk_errors = _collect_chunk(engine, requests[start : start + size], config, progress)
+        if on_chunk is not None:
+            on_chunk(chunk_records, chunk_errors)
+        records += chunk_records
+        errors += chunk_errors
+    return records, errors
+
+
+def _collect_chunk(
+    engine: Engine, requests: Sequence[Request], config: CollectConfig, progress: Callable[[int], None] | None
+) -> tuple[list[dict[str, Any]], list[str]]:
     lengths: dict[int, dict[str, int]] = {r.index: {} for r in requests}
     errors: dict[int, str] = {}
     schedule = ScheduleConfig(batch_size=config.batch_size, group_size=max(1, len(requests)))
@@ -100,10 +128,6 @@ def collect_lengths(
         {"id": r.request_id, "instruction": r.text, **lengths[r.index]} for r in requests if r.index not in errors
     ]
     return records, list(errors.values())
-
-
-def write_trace(path: str | Path, records: list[dict[str, Any]]) -> None:
-    write_jsonl(path, records)
 
 
 def _fresh(request: Request, temperature: float, seed: int) -> Request:

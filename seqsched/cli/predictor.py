@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from seqsched.cli.engine_args import add_threads_arg, resolve_threads
 from seqsched.cli.help import HelpFormatter
 
 TRAIN_KINDS = ("proxy", "probe", "lora", "constant")
@@ -30,8 +31,17 @@ def add_parser(subparsers: Any) -> None:
         help="proxy: a text model, no LLM needed, cheapest; probe: a regressor on the serving model's hidden "
         "state (one prefill); lora: the paper's perception module (slowest to train)",
     )
-    t.add_argument("--out", type=Path, required=True, help="directory to save the predictor in")
+    t.add_argument(
+        "-o", "--output", "--out", dest="output", type=Path, required=True, help="directory to save the predictor in"
+    )
     _data_args(t, default_split=None)
+    t.add_argument(
+        "--holdout",
+        type=float,
+        default=0.1,
+        help="fit on the rest, and report this fraction's Error, Acc-50 and tau next to the best constant's "
+        "(0: fit on everything, no report)",
+    )
     t.add_argument("--seed", type=int, default=0, help="seed of the fit")
     t.add_argument("--epochs", type=int, default=1, help="lora")
     t.add_argument("--lr", type=float, default=3e-4, help="lora")
@@ -57,7 +67,14 @@ def add_parser(subparsers: Any) -> None:
     _data_args(e, default_split=None)
     e.add_argument("--margin-scale", type=float, default=1.0, help="predict ceil(scale * p + add)")
     e.add_argument("--margin-add", type=float, default=0.0, help="safety margin, in tokens")
-    e.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    e.add_argument(
+        "-o",
+        "--output",
+        "--json",
+        dest="output",
+        type=Path,
+        help="also write the metrics to this JSON file (- for stdout)",
+    )
     e.set_defaults(func=evaluate)
 
 
@@ -78,22 +95,48 @@ def _data_args(p: argparse.ArgumentParser, default_split: str | None) -> None:
     p.add_argument("--model", help="the serving model, for probe/lora/pia (default: the built-in model)")
     p.add_argument("--limit", type=int, default=512, help="max_new_tokens: predictions are clamped to it")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    add_threads_arg(p)
 
 
 def train(args: argparse.Namespace) -> int:
     from seqsched.predict.evaluate import trace_texts
+    from seqsched.predict.fit_report import MIN_HELD_OUT, fit_report, split_off, write_trained_on
 
     trace, prompts = _data(args)
+    held = None
+    if args.holdout:
+        fit_trace, held = split_off(trace, args.holdout)
+        if len(held) < MIN_HELD_OUT or not len(fit_trace):
+            print(
+                f"seqsched predictor: {len(trace)} records are too few to hold {args.holdout:.0%} out; "
+                "fitting on all, no held-out report",
+                file=sys.stderr,
+            )
+            held = None
+        else:
+            trace = fit_trace
     texts, lengths = trace_texts(trace, prompts), [r.length(args.target) for r in trace]
     predictor = _new_predictor(args)
     start = time.perf_counter()
     predictor.fit(texts, lengths)
     seconds = time.perf_counter() - start
-    predictor.save(args.out)
+    predictor.save(args.output)
+    source = {"trace": str(args.trace), "split": args.split, "target": args.target, "holdout": args.holdout}
+    write_trained_on(args.output, texts, source)
     losses = getattr(predictor, "losses", None)
     extra = f", loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps" if losses else ""
     fitted = f"{args.kind} fitted on {len(texts)} prompts in {seconds:.1f} s"
-    print(f"seqsched predictor: {fitted}{extra} -> {args.out}")
+    print(f"seqsched predictor: {fitted}{extra} -> {args.output}")
+    if held is not None:
+        report = fit_report(predictor, lengths, held, prompts, args.limit, args.target)
+        print(report.table())
+        if not report.beats_constant:
+            print(
+                f"seqsched predictor: WARNING: held-out Error {report.predictor.error:.1f} is not below the best "
+                f"constant's {report.constant.error:.1f}: this predictor will not schedule better than none "
+                "(more data, more epochs, or another --kind)",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -107,12 +150,12 @@ def evaluate(args: argparse.Namespace) -> int:
     trace, prompts = _data(args)
     predictor = with_margin(_eval_predictor(args, trace), args.margin_scale, args.margin_add)
     metrics, _ = score(predictor, trace, prompts, max_new_tokens=args.limit, knowledge=args.target)
-    print(f"{args.path or args.kind} on {trace.name}:\n{metrics.table()}")
+    _warn_overlap(args, trace, prompts)
+    print(f"{args.path or args.kind} on {trace.name}:\n{metrics.table()}", file=sys.stderr if _stdout(args) else None)
     fallbacks = getattr(getattr(predictor, "inner", predictor), "num_fallbacks", None)
     if fallbacks:
         print(f"({fallbacks} completions had no number and fell back to the limit)")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.output is not None:
         data = {
             "predictor": str(args.path or args.kind),
             "trace": str(args.trace),
@@ -123,8 +166,32 @@ def evaluate(args: argparse.Namespace) -> int:
             "num_fallbacks": fallbacks,
             **metrics.to_dict(),
         }
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        text = json.dumps(data, indent=2) + "\n"
+        if _stdout(args):
+            sys.stdout.write(text)
+        else:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(text)
     return 0
+
+
+def _stdout(args: argparse.Namespace) -> bool:
+    return args.output is not None and str(args.output) == "-"
+
+
+def _warn_overlap(args: argparse.Namespace, trace: Any, prompts: dict[str, str] | None) -> None:
+    from seqsched.predict.evaluate import trace_texts
+    from seqsched.predict.fit_report import overlap_with_training
+
+    if args.path is None:
+        return
+    overlap = overlap_with_training(args.path, trace_texts(trace, prompts))
+    if overlap:
+        print(
+            f"seqsched predictor: WARNING: {overlap} of the {len(trace)} prompts scored were in this predictor's "
+            "training data: its scores flatter it (use a held-out split, e.g. --split val)",
+            file=sys.stderr,
+        )
 
 
 def _data(args: argparse.Namespace) -> tuple[Any, dict[str, str] | None]:
@@ -155,7 +222,8 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any]:
     from seqsched.engine.config import EngineConfig
     from seqsched.engine.loading import load_model
 
-    return load_model(EngineConfig(model=str(resolve_model(args.model)), device=args.device))
+    config = EngineConfig(model=str(resolve_model(args.model)), device=args.device, num_threads=resolve_threads(args))
+    return load_model(config)
 
 
 def _new_predictor(args: argparse.Namespace) -> Any:

@@ -43,6 +43,7 @@ class BatchRecord:
     num_failures: int
     seconds: float
     num_discarded_tokens: int = 0  # tokens of FCR failures thrown away (restart; resume keeps them)
+    indices: tuple[int, ...] = ()  # its rows, by input index: two runs with equal batches ran one plan
 
 
 @dataclass
@@ -54,6 +55,13 @@ class RunReport:
     num_preemptions: int | None = None  # continuous engines that count them
     num_oom_splits: int = 0  # micro-batches halved after the engine ran out of memory
     num_replica_retries: int = 0  # groups re-run after their Ray replica died
+    stream_order: tuple[int, ...] | None = None  # a continuous engine's admission order
+
+    def plan_signature(self) -> tuple[object, ...]:
+        """Equal for two runs that ran the same plan (batches and caps, or order and reservations)."""
+        if self.stream_order is not None:
+            return ("stream", self.stream_order)
+        return ("static", tuple((b.indices, b.max_new_tokens, b.is_retry) for b in self.batches))
 
     @property
     def num_failures(self) -> int:
@@ -112,6 +120,7 @@ class Pipeline:
             for group in groups(requests, self.config.group_size):
                 self._predict(group)
         plan = plan_stream(requests, self.config, engine.kv_capacity, engine.block_size)
+        self._report.stream_order = plan.order
         started = self._clock
 
         def record(outcome: Outcome) -> None:
@@ -138,7 +147,8 @@ class Pipeline:
         assert len(predicted) == len(group), "a predictor must return one length per request"
         for request, length in zip(group, predicted, strict=True):
             request.predicted_len = int(length)
-        self._clock += seconds
+        if not self.engine.modelled_time:  # real seconds never join modelled ones
+            self._clock += seconds
         self._report.predictor_seconds += seconds
 
     def _run(self, engine: Engine, batch: MicroBatch) -> list[Request]:
@@ -163,6 +173,7 @@ class Pipeline:
                 num_failures=len(failed),
                 seconds=run.seconds,
                 num_discarded_tokens=0 if resumed else sum(o.num_output_tokens for o in failed_outcomes),
+                indices=tuple(batch.indices),
             )
         )
         self._progress(len(rows) - len(failed))

@@ -48,6 +48,10 @@ def test_version() -> None:
         (["bench", "--predictor", "/no/such/predictor"], "/no/such/predictor"),
         (["run", "/no/such/requests.jsonl", "-o", "/tmp/out.jsonl"], "/no/such/requests.jsonl does not exist"),
         (["simulate", "--trace", "/no/such/trace.jsonl"], "/no/such/trace.jsonl"),
+        (["bench", "-o", "/dev/null/x.json"], "cannot write in /dev/null"),
+        (["lengths", "collect", "/no/such/prompts.txt", "-o", "/tmp/t.jsonl"], "/no/such/prompts.txt does not exist"),
+        (["predictor", "train", "--kind", "probe", "--trace", "/no/such/t.jsonl", "-o", "/tmp/p"], "/no/such/t.jsonl"),
+        (["calibrate", "-o", "/dev/null/cost.json"], "cannot write in /dev/null"),
     ],
 )
 def test_bad_arguments_fail_before_any_model_loads(argv: list[str], message: str) -> None:

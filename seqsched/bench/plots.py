@@ -1,7 +1,8 @@
-"""One PNG per bench: (a) the actual output lengths, (b) each static strategy's
-micro-batches as useful, padded and discarded token-steps, (c) throughput, and, when a
-continuous strategy ran, (d) the share of requests finished over time, where ordering
-by predicted length shows. matplotlib, Agg backend."""
+"""One PNG per bench: (a) the actual output lengths, (b) throughput with the range of the
+repeats, (c) each static strategy's micro-batches as useful, padded and discarded
+token-steps, and, when a continuous strategy ran, (d) the share of requests finished
+over time, where ordering by predicted length shows. The subtitle holds the
+configuration (model, limit, batch, threads, repeats). matplotlib, Agg backend."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def batch_token_steps(batch: BatchRecord) -> tuple[int, int, int]:
     return useful, total - useful - discarded, discarded
 
 
-def plot_bench(bench: BenchResult, path: str | Path, title: str = "") -> None:
+def plot_bench(bench: BenchResult, path: str | Path, title: str = "", subtitle: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,8 +46,8 @@ def plot_bench(bench: BenchResult, path: str | Path, title: str = "") -> None:
         _batches(fig.add_subplot(grid[1, :]), bench)
     if streamed:
         _completions(fig.add_subplot(grid[len(heights) - 1, :]), bench)
-    if title:
-        fig.suptitle(title)
+    if title or subtitle:
+        fig.suptitle("\n".join(t for t in (title, subtitle) if t), fontsize=11)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -55,7 +56,22 @@ def plot_bench(bench: BenchResult, path: str | Path, title: str = "") -> None:
 def _lengths(ax: Any, bench: BenchResult) -> None:
     results = bench.results[0].report.results
     lengths = [r.num_output_tokens for r in results if r.status != RequestStatus.FINISHED_ERROR]
-    ax.hist(lengths, bins=min(50, max(1, len(set(lengths)))), color=USEFUL)
+    limit = max(r.request.max_new_tokens for r in results)
+    ax.hist(lengths, bins=min(50, max(1, len(set(lengths)))), range=(0, limit), color=USEFUL)
+    at_limit = sum(n >= limit for n in lengths)
+    ax.axvline(limit, color=DISCARDED, linestyle="--", linewidth=1)
+    ax.annotate(
+        f"limit {limit}: {at_limit} ({100 * at_limit / max(1, len(lengths)):.0f}%)",
+        (limit, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(-4, -4),
+        textcoords="offset points",
+        ha="right",
+        va="top",
+        fontsize=8,
+        color=DISCARDED,
+    )
+    ax.set_xlim(0, limit * 1.04)
     ax.set_title("(a) actual output lengths")
     ax.set_xlabel("output tokens")
     ax.set_ylabel("requests")
@@ -64,13 +80,18 @@ def _lengths(ax: Any, bench: BenchResult) -> None:
 def _throughput(ax: Any, bench: BenchResult) -> None:
     names = [r.strategy.name for r in bench.results]
     values = [r.metrics.requests_per_second for r in bench.results]
-    bars = ax.bar(names, values, color=USEFUL)
-    for bar, name in zip(bars, names, strict=True):
+    spreads = [r.spread("requests_per_second") for r in bench.results]
+    errors = [
+        [v - lo for v, (lo, _) in zip(values, spreads, strict=True)],
+        [hi - v for v, (_, hi) in zip(values, spreads, strict=True)],
+    ]
+    bars = ax.bar(names, values, color=USEFUL, yerr=errors if bench.repeat > 1 else None, capsize=3)
+    for bar, name, (_, high) in zip(bars, names, spreads, strict=True):
         ratio = bench.ratio(name)
         if ratio is not None:
             ax.annotate(
                 f"{ratio:.2f}x",
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                (bar.get_x() + bar.get_width() / 2, max(bar.get_height(), high)),
                 ha="center",
                 va="bottom",
             )
@@ -78,7 +99,7 @@ def _throughput(ax: Any, bench: BenchResult) -> None:
     ax.tick_params(axis="x", labelrotation=20)
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
-    ax.set_title("(c) throughput")
+    ax.set_title("(b) throughput" + (f" (median, min-max of {bench.repeat} repeats)" if bench.repeat > 1 else ""))
     ax.set_ylabel("requests / s")
 
 
@@ -116,4 +137,4 @@ def _batches(ax: Any, bench: BenchResult) -> None:
     ax.set_yticks(range(len(results)), [r.strategy.name for r in results])
     ax.invert_yaxis()
     ax.set_xlabel("token-steps (rows x decode steps), micro-batches in run order")
-    ax.set_title("(b) micro-batches: useful (blue), padding (grey), discarded FCR runs (red)")
+    ax.set_title("(c) micro-batches: useful (blue), padding (grey), discarded FCR runs (red)")

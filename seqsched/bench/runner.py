@@ -53,6 +53,12 @@ class StrategyResult:
     report: RunReport  # the median run
     wall_seconds: list[float]  # one per repeat, in run order
     predictor: LengthPredictor  # as the strategy made it (e.g. the live oracle's lengths)
+    runs: list[Metrics] = dataclasses.field(default_factory=list)  # one per repeat, in run order
+
+    def spread(self, key: str) -> tuple[float, float]:
+        """(min, max) over the repeats of a metric, e.g. ``requests_per_second``."""
+        values = [getattr(m, key) for m in self.runs] or [getattr(self.metrics, key)]
+        return min(values), max(values)
 
 
 @dataclass
@@ -71,6 +77,27 @@ class BenchResult:
             return base
         ran = {r.strategy.name for r in self.results}
         return self.baseline if self.baseline in ran or base not in STREAM_BASES else name
+
+    def significant(self, name: str, key: str = "requests_per_second") -> bool | None:
+        """Whether ``name``'s repeats and its baseline's do not overlap on ``key``; None with
+        one repeat or no baseline (nothing to tell noise from a difference with)."""
+        by_name = {r.strategy.name: r for r in self.results}
+        base = by_name.get(self.baseline_of(name))
+        if self.repeat < 2 or base is None or base.strategy.name == name:
+            return None
+        lo, hi = by_name[name].spread(key)
+        base_lo, base_hi = base.spread(key)
+        return hi < base_lo or lo > base_hi
+
+    def identical_plans(self) -> list[list[str]]:
+        """Groups of strategies that ran exactly the same plan on the same engine: any
+        difference between their figures is noise."""
+        groups: dict[object, list[str]] = {}
+        for r in self.results:
+            engine = r.strategy.name.split("+")[0] if r.strategy.name.split("+")[0] in STREAM_BASES else "static"
+            key = (engine, r.strategy.schedule.admission, r.report.plan_signature())
+            groups.setdefault(key, []).append(r.strategy.name)
+        return [names for names in groups.values() if len(names) > 1]
 
     def ratio(self, name: str) -> float | None:
         """Throughput (requests/s) of ``name`` over its baseline's; None without one."""
@@ -105,9 +132,12 @@ def run_strategies(
     warmup: bool = True,
     on_run: Callable[[str, int, Metrics], None] | None = None,
     progress: Callable[[str], Progress] | None = None,
+    on_partial: Callable[[BenchResult], None] | None = None,
 ) -> BenchResult:
     """Run every strategy ``repeat`` times, interleaved; return medians. ``progress(label)``
-    makes a bar for one run (a ``tqdm`` is one); it is told of every finished request."""
+    makes a bar for one run (a ``tqdm`` is one); it is told of every finished request.
+    ``on_partial`` gets the figures so far after every run (a caller saves them, so a
+    stopped bench keeps what it measured)."""
     if repeat < 1:
         raise ValueError(f"repeat ({repeat}) must be >= 1")
     if not strategies:
@@ -139,6 +169,9 @@ def run_strategies(
             runs[s.name].append(report)
             if on_run is not None:
                 on_run(s.name, rep, compute_metrics(report))
+            if on_partial is not None:
+                ran = [x for x in strategies if runs[x.name]]
+                on_partial(BenchResult([_median(x, runs[x.name], predictors[x.name]) for x in ran], repeat=rep + 1))
     return BenchResult([_median(s, runs[s.name], predictors[s.name]) for s in strategies], repeat=repeat)
 
 
@@ -155,7 +188,8 @@ def _warmup(engine: Engine | StreamEngine, requests: Sequence[Request], schedule
 def _median(strategy: Strategy, reports: list[RunReport], predictor: LengthPredictor) -> StrategyResult:
     walls = [r.wall_seconds for r in reports]
     middle = sorted(range(len(reports)), key=lambda i: walls[i])[(len(reports) - 1) // 2]
-    return StrategyResult(strategy, compute_metrics(reports[middle]), reports[middle], walls, predictor)
+    runs = [compute_metrics(r) for r in reports]
+    return StrategyResult(strategy, runs[middle], reports[middle], walls, predictor, runs)
 
 
 def differing_outputs(bench: BenchResult) -> list[str]:

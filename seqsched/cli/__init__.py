@@ -22,6 +22,23 @@ class UsageError(Exception):
     """Bad input from the user: printed as one clear line, exit status 2."""
 
 
+def check_output(path: object, option: str = "-o/--output") -> None:
+    """Fail now, not after the model loads, when an output cannot be written."""
+    import os
+    from pathlib import Path
+
+    if path is None or str(path) == "-":
+        return
+    target = Path(str(path))
+    if target.is_dir():
+        raise UsageError(f"{option} {target} is a directory, not a file")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {target}: cannot write in {parent}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqsched", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"seqsched {_version()}")

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from seqsched.cli import UsageError
+from seqsched.cli import UsageError, check_output
 from seqsched.cli.engine_args import add_engine_args, engine_config, vllm_config
 from seqsched.cli.help import HelpFormatter
 from seqsched.cli.simulate import add_schedule_args, add_stream_args, run_bench
@@ -33,7 +33,9 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=HelpFormatter,
     )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--prompts", type=Path, help="request JSONL (OpenAI Batch or plain lines)")
+    source.add_argument(
+        "--prompts", type=Path, help="request JSONL (OpenAI Batch or plain), or a text file with one prompt per line"
+    )
     source.add_argument("--trace", type=Path, help="length trace to replay")
     p.add_argument("--mode", choices=["live", "replay"], default=None, help="default: replay with --trace, else live")
     p.add_argument(
@@ -57,8 +59,19 @@ def add_parser(subparsers: Any) -> None:
         help="live: known lengths (a trace, {custom_id, length} JSONL, or a previous output)",
     )
     add_engine_args(p)
-    add_schedule_args(p, default_strategies=None, default_max_new_tokens=None)
+    add_schedule_args(p, default_strategies=None, default_max_new_tokens=None, default_repeat=3)
     add_stream_args(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="per strategy, the plan from its predicted lengths and its time by --cost-model, then stop: "
+        "nothing is generated (the model loads only for a predictor that reads it)",
+    )
+    p.add_argument(
+        "--cost-model",
+        default="cpu-default-model",
+        help="--dry-run: cost model JSON from `seqsched calibrate`, or a built-in (cpu-default-model, a100-vicuna-7b)",
+    )
     p.set_defaults(func=main)
 
 
@@ -70,6 +83,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.predictor is not None and not Path(args.predictor).is_dir():
         raise UsageError(f"--predictor {args.predictor} is not a directory (a saved predictor)")
+    check_output(args.output)
+    check_output(args.plot, "--plot")
     _fill_defaults(args)
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
     for name in names:  # before any model loads
@@ -89,6 +104,8 @@ def main(args: argparse.Namespace) -> int:
             from seqsched.data.traces import read_length_map
 
             oracle_lengths = read_length_map(args.oracle_lengths)
+    if args.dry_run:
+        return _dry_run(args, names, requests, oracle_lengths, engine_cfg)
     bases = {name.split("+")[0] for name in names}
     hf = _engine(engine_cfg) if bases - {"vllm"} else None
     stream_engines: dict[str, Any] = {}
@@ -118,6 +135,66 @@ def main(args: argparse.Namespace) -> int:
     }
     title = f"{mode}: {source}"
     return run_bench(args, engine, requests, oracle_lengths, config, title=title, stream_engines=stream_engines)
+
+
+def _dry_run(
+    args: argparse.Namespace,
+    names: list[str],
+    requests: list[Any],
+    oracle_lengths: dict[str, int] | None,
+    engine_cfg: Any,
+) -> int:
+    """Each strategy's plan and modelled time from its own predictions, side by side."""
+    from seqsched.bench.runner import STREAM_BASES
+    from seqsched.bench.strategies import StrategyContext, make_strategy
+    from seqsched.dry_run import dry_run, model_holder
+    from seqsched.engine.cost_model import load_cost_model
+    from seqsched.engine.simulate_stream import SimulatedContinuousEngine
+    from seqsched.predict.base import LengthPredictor
+    from seqsched.schedule import ScheduleConfig
+
+    cost = load_cost_model(args.cost_model)
+    base = ScheduleConfig(
+        batch_size=args.batch_size,
+        group_size=args.group_size,
+        bin_size=args.bin_size,
+        token_budget=args.token_budget,
+        kv_margin=args.kv_margin,
+        max_bypass=args.max_bypass,
+        paper_exact=args.paper_exact,
+    )
+    continuous = SimulatedContinuousEngine(cost, args.max_num_seqs)
+    holder = model_holder(args.predictor, engine_cfg, needs_model=any(n.startswith("pia") for n in names))
+    ctx = StrategyContext(
+        base,
+        holder,
+        oracle_lengths,
+        args.predictor,
+        args.margin_scale,
+        args.margin_add,
+        {"vllm": continuous, "continuous": continuous},
+    )
+    print(f"dry run: {len(requests)} requests, cost model {args.cost_model}; nothing generated")
+    print(f"{'strategy':24} {'batches':>7} {'pred. s':>8} {'req/s':>7} {'mean s':>7}  predicted lengths")
+    for name in names:
+        strategy = make_strategy(name, ctx)
+        if not isinstance(strategy.predictor, LengthPredictor):
+            print(f"{name:24} lengths come from the vanilla run: not known before running")
+            continue
+        stream = name.split("+")[0] in STREAM_BASES
+        plan = dry_run(
+            requests, strategy.predictor, strategy.schedule, cost, args.cost_model, stream, args.max_num_seqs
+        )
+        seconds, n = plan.report.wall_seconds, len(requests)
+        mean = sum(r.completed_at for r in plan.report.results) / n
+        ordered = sorted(plan.predicted)
+        batches = "-" if stream else str(len(plan.report.batches))
+        print(
+            f"{name:24} {batches:>7} {seconds:8.1f} {n / seconds if seconds else 0:7.2f} {mean:7.1f}  "
+            f"median {ordered[n // 2]}, max {ordered[-1]}"
+        )
+    print("times assume every prediction is right; vanilla's prediction is the limit")
+    return 0
 
 
 def _fill_defaults(args: argparse.Namespace) -> None:
@@ -154,6 +231,10 @@ def _live_requests(args: argparse.Namespace) -> tuple[list[Any], str]:
     from seqsched.data.batch_io import read_requests
 
     if args.prompts is not None:
+        from seqsched.data.collect import is_request_file, read_prompts
+
+        if not is_request_file(args.prompts):  # one prompt per line
+            return read_prompts(args.prompts, args.max_new_tokens), str(args.prompts)
         requests, errors = read_requests(args.prompts, args.max_new_tokens, require_custom_id=False)
         for e in errors[:5]:
             print(f"seqsched bench: skipping bad line: {e.message}", file=sys.stderr)

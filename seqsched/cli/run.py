@@ -30,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("input", type=Path, help="request JSONL (OpenAI Batch request lines or plain lines); - for stdin")
-    p.add_argument("--output", "-o", type=Path, required=True, help="result JSONL (OpenAI Batch output)")
+    p.add_argument("-o", "--output", type=Path, help="result JSONL (OpenAI Batch output); required unless --dry-run")
     p.add_argument("--errors", type=Path, default=None, help="failed lines (default: OUTPUT.errors.jsonl)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output and journal")
     p.add_argument(
@@ -56,11 +56,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--vbs",
         choices=["off", "paper", "budget"],
-        default="off",
-        help="variable batch size: the paper's table (more rows for shorter predictions), or a token budget",
+        default=None,
+        help="variable batch size: the paper's table (more rows for shorter predictions), or a token budget "
+        "(default: paper with --predictor or --oracle-lengths, as bench's seqsch+vbs+resume; else off)",
     )
     p.add_argument("--token-budget", type=int, default=None, help="rows x predicted length, for --vbs budget")
-    p.add_argument("--fcr", action="store_true", help="failure collection and recomputation")
+    p.add_argument("--fcr", action="store_true", help="failure collection and recomputation, restarting (the paper's)")
     p.add_argument(
         "--paper-exact",
         action="store_true",
@@ -68,9 +69,11 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--fcr-mode",
-        choices=["restart", "resume"],
-        default="restart",
-        help="re-run an FCR failure from scratch (the paper) or continue after its kept tokens; resume implies --fcr",
+        choices=["off", "restart", "resume"],
+        default=None,
+        help="failure collection and recomputation: re-run a request that outgrew its predicted cap from scratch "
+        "(restart, the paper's) or after its kept tokens (resume) (default: resume with --predictor or "
+        "--oracle-lengths, the strategy bench recommends; restart with --fcr; else off)",
     )
     p.add_argument("--max-new-tokens", type=int, default=512, help="limit for lines without max_tokens")
     p.add_argument("--margin-scale", type=float, default=1.0, help="safety margin: ceil(scale * p + add)")
@@ -90,6 +93,17 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--worker-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica")
     p.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs Ray reserves per replica")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the predicted lengths, the plan and its time by --cost-model, then stop: no model "
+        "loads (unless the predictor needs it), nothing is generated or written",
+    )
+    p.add_argument(
+        "--cost-model",
+        default="cpu-default-model",
+        help="--dry-run: cost model JSON from `seqsched calibrate`, or a built-in (cpu-default-model, a100-vicuna-7b)",
+    )
     add_engine_args(p)
     add_policy_args(p, policy_default=None)
     p.set_defaults(func=main)
@@ -98,6 +112,12 @@ def add_parser(subparsers: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     from seqsched.signals import Stopped, stop_on_signals
 
+    if args.dry_run:
+        return _dry_run(args)
+    if args.output is None:
+        from seqsched.cli import UsageError
+
+        raise UsageError("-o/--output is required (the result file), unless --dry-run")
     try:
         with stop_on_signals():  # until the job is done: a later signal just ends the process
             summary = _execute(args)
@@ -107,16 +127,68 @@ def main(args: argparse.Namespace) -> int:
     return _report(summary)
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    from seqsched.api import build_predictor
+    from seqsched.data.batch_io import read_requests
+    from seqsched.dry_run import dry_run, model_holder
+    from seqsched.engine.cost_model import load_cost_model
+
+    config = _config(args)
+    data = sys.stdin.buffer.read() if str(args.input) == "-" else None
+    if data is None and not args.input.is_file():
+        raise FileNotFoundError(f"input {args.input} does not exist")
+    requests, errors = read_requests(
+        "<stdin>" if data is not None else args.input,
+        args.max_new_tokens,
+        data=data,
+        max_line_bytes=args.max_line_bytes,
+    )
+    if errors:
+        print(f"seqsched run: {len(errors)} bad lines would go to the error file, e.g. {errors[0].message}")
+    if not requests:
+        print("seqsched run: no valid requests: nothing would run")
+        return 0
+    needed = config.predictor if config.oracle_lengths is None and config.strategy != "vanilla" else None
+    predictor = build_predictor(config, model_holder(needed, config.engine))
+    stream = config.engine_kind != "hf"
+    schedule = config.schedule
+    plan = dry_run(
+        requests, predictor, schedule, load_cost_model(args.cost_model), args.cost_model, stream, args.max_num_seqs
+    )
+    words = _plan_words(schedule, stream)
+    print(f"seqsched run --dry-run: strategy {config.strategy}, engine {config.engine_kind}, {words}")
+    print(plan.describe())
+    return 0
+
+
+def _plan_words(schedule: Any, stream: bool) -> str:
+    if stream:
+        return f"policy {schedule.policy}, admission {schedule.admission}"
+    fcr = f"fcr {schedule.fcr_mode}" if schedule.fcr else "no fcr"
+    return f"batch {schedule.batch_size}, group {schedule.group_size}, vbs {schedule.vbs}, {fcr}"
+
+
 def _execute(args: argparse.Namespace) -> Any:
     from tqdm import tqdm
 
-    from seqsched.api import RunConfig, execute
+    from seqsched.api import execute
+
+    config = _config(args)
+    data = sys.stdin.buffer.read() if str(args.input) == "-" else None
+    with tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
+        return execute(config, progress=bar, data=data)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from seqsched.api import RunConfig
     from seqsched.distributed import RayConfig
     from seqsched.schedule import ScheduleConfig
 
+    learned = args.predictor is not None or args.oracle_lengths is not None
+    fcr_mode = args.fcr_mode or ("restart" if args.fcr else ("resume" if learned else "off"))
     config = RunConfig(
         input_path=args.input,
-        output_path=args.output,
+        output_path=args.output if args.output is not None else Path("dry-run.jsonl"),  # never written
         engine=engine_config(args),
         engine_kind=args.engine,
         vllm=vllm_config(args),
@@ -136,10 +208,10 @@ def _execute(args: argparse.Namespace) -> Any:
         schedule=ScheduleConfig(
             batch_size=args.batch_size,
             group_size=args.group_size,
-            vbs=args.vbs,
+            vbs=args.vbs or ("paper" if learned else "off"),
             token_budget=args.token_budget,
-            fcr=args.fcr or args.fcr_mode == "resume",
-            fcr_mode=args.fcr_mode,
+            fcr=fcr_mode != "off",
+            fcr_mode="resume" if fcr_mode == "resume" else "restart",
             policy=args.policy or ("sjf" if args.predictor or args.oracle_lengths else "fcfs"),
             admission=args.admission,
             kv_margin=args.kv_margin,
@@ -147,9 +219,7 @@ def _execute(args: argparse.Namespace) -> Any:
             paper_exact=args.paper_exact,
         ),
     )
-    data = sys.stdin.buffer.read() if str(args.input) == "-" else None
-    with tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
-        return execute(config, progress=bar, data=data)
+    return config
 
 
 def _report(summary: Any) -> int:

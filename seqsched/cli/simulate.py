@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def add_schedule_args(
-    p: argparse.ArgumentParser, default_strategies: str | None, default_max_new_tokens: int | None = 512
+    p: argparse.ArgumentParser,
+    default_strategies: str | None,
+    default_max_new_tokens: int | None = 512,
+    default_repeat: int = 1,
 ) -> None:
     """Options `simulate` and `bench` share."""
     p.add_argument(
@@ -83,16 +87,31 @@ def add_schedule_args(
         default=default_max_new_tokens,
         help="each request's limit (bench: 256 on the built-in workload, else 512)",
     )
-    p.add_argument("--repeat", type=int, default=1, help="interleaved repeats; medians are reported")
-    p.add_argument("--json", type=Path, help="write figures, resolved config and environment here")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=default_repeat,
+        help="interleaved repeats: the table shows medians and min-max, and marks ratios inside the noise",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        "--json",
+        dest="output",
+        type=Path,
+        help="JSON of the figures, resolved config and environment, written as each strategy finishes (- for stdout)",
+    )
     p.add_argument("--plot", type=Path, help="write a PNG: lengths, micro-batches, throughput")
 
 
 def main(args: argparse.Namespace) -> int:
+    from seqsched.cli import check_output
     from seqsched.data.traces import read_trace, trace_requests
     from seqsched.engine.cost_model import load_cost_model
     from seqsched.engine.simulate import SimulatedEngine
 
+    check_output(args.output)
+    check_output(args.plot, "--plot")
     trace = read_trace(args.trace, split=args.split, sample_size=args.sample, seed=args.seed)
     requests = trace_requests(trace, args.max_new_tokens, actual=args.actual)
     if args.prompt_tokens is not None:
@@ -138,7 +157,7 @@ def run_bench(
 ) -> int:
     """Build the strategies from the shared options, run them, print and save."""
     from seqsched.bench.plots import plot_bench
-    from seqsched.bench.report import environment, format_table, write_json
+    from seqsched.bench.report import environment, format_table, to_json, write_json
     from seqsched.bench.runner import differing_outputs, run_strategies
     from seqsched.bench.strategies import StrategyContext, make_strategy
     from seqsched.schedule import ScheduleConfig
@@ -171,22 +190,8 @@ def run_bench(
         return tqdm(total=len(requests), desc=label, unit="req", file=sys.stderr, mininterval=2.0)
 
     live = getattr(engine, "name", "") in ("hf", "vllm")  # the simulator needs no bar
-    bench = run_strategies(
-        engine, requests, strategies, repeat=args.repeat, on_run=show, progress=bar if live else None
-    )
-    print(format_table(bench))
-    differing = differing_outputs(bench)
-    if len(strategies) > 1 and live:
-        verdict = "yes" if not differing else f"NO, {len(differing)} differ (e.g. {differing[0]!r})"
-        print(f"greedy outputs identical across strategies: {verdict}")
-    if getattr(args, "compare_cost_model", None) is not None:
-        from seqsched.bench.compare import compare_with_simulation, format_comparison
-        from seqsched.engine.cost_model import load_cost_model
-
-        cost_model = load_cost_model(args.compare_cost_model)
-        comparison = compare_with_simulation(bench, engine, requests, strategies, cost_model)
-        print(f"\nsimulated with {args.compare_cost_model}, the same requests and plans:")
-        print(format_comparison(comparison))
+    simulated = str(args.cost_model) if config["command"] == "simulate" else None
+    _warn_small(args, len(requests), names)
     config = {
         **config,
         "strategies": names,
@@ -194,12 +199,75 @@ def run_bench(
         "repeat": args.repeat,
         "schedule": dataclasses.asdict(base),
         "max_new_tokens": args.max_new_tokens,
-        "greedy_outputs_differing": differing,
     }
-    if args.json is not None:
-        write_json(bench, args.json, config, environment(engine))
-        print(f"wrote {args.json}")
+    if getattr(args, "thread_choice", None) is not None:
+        config["threads"] = args.thread_choice.to_dict()
+    to_file = args.output is not None and str(args.output) != "-"
+    human = sys.stderr if args.output is not None and not to_file else sys.stdout  # JSON alone on stdout with -
+
+    def save(partial: Any) -> None:  # after every run: a stopped bench keeps what it measured
+        write_json(partial, args.output, {**config, "complete": False}, environment(engine))
+
+    bench = run_strategies(
+        engine,
+        requests,
+        strategies,
+        repeat=args.repeat,
+        on_run=show,
+        progress=bar if live else None,
+        on_partial=save if to_file else None,
+    )
+    print(format_table(bench, simulated=simulated), file=human)
+    differing = differing_outputs(bench)
+    if len(strategies) > 1 and live:
+        verdict = "yes" if not differing else f"NO, {len(differing)} differ (e.g. {differing[0]!r})"
+        print(f"greedy outputs identical across strategies: {verdict}", file=human)
+    if getattr(args, "compare_cost_model", None) is not None:
+        from seqsched.bench.compare import compare_with_simulation, format_comparison
+        from seqsched.engine.cost_model import load_cost_model
+
+        cost_model = load_cost_model(args.compare_cost_model)
+        comparison = compare_with_simulation(bench, engine, requests, strategies, cost_model)
+        print(f"\nsimulated with {args.compare_cost_model}, the same requests and plans:", file=human)
+        print(format_comparison(comparison), file=human)
+    config |= {"greedy_outputs_differing": differing, "complete": True}
+    if args.output is not None:
+        if to_file:
+            write_json(bench, args.output, config, environment(engine))
+            print(f"wrote {args.output}", file=human)
+        else:
+            sys.stdout.write(json.dumps(to_json(bench, config, environment(engine)), indent=2, default=str) + "\n")
     if args.plot is not None:
-        plot_bench(bench, args.plot, title=title)
-        print(f"wrote {args.plot}")
+        plot_bench(bench, args.plot, title=title, subtitle=_subtitle(args, config, simulated))
+        print(f"wrote {args.plot}", file=human)
     return 0
+
+
+def _warn_small(args: argparse.Namespace, num_requests: int, names: list[str]) -> None:
+    """Say when there are too few requests for the static plans to differ."""
+    static = [n for n in names if n.split("+")[0] not in ("vllm", "continuous")]
+    if len(static) > 1 and num_requests < args.group_size:
+        print(
+            f"seqsched {args.command}: note: {num_requests} requests, fewer than one scheduling group "
+            f"(--group-size {args.group_size}): bins stay under-filled, VBS has little to merge, and static "
+            "strategies may run the same plan",
+            file=sys.stderr,
+        )
+
+
+def _subtitle(args: argparse.Namespace, config: dict[str, Any], simulated: str | None) -> str:
+    """The configuration a plot was made with, in one line."""
+    engine = config.get("engine") or {}
+    model = "trace" if simulated else (Path(str(engine.get("model", ""))).name or "model")
+    threads = config.get("threads", {}).get("threads")
+    parts = [
+        f"simulated, cost model {simulated}" if simulated else f"model {model}",
+        f"{config['num_requests']} requests",
+        f"limit {args.max_new_tokens}",
+        f"batch {args.batch_size}",
+        f"group {args.group_size}",
+    ]
+    if threads is not None:
+        parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
+    parts.append(f"{args.repeat} repeat{'s' if args.repeat != 1 else ''}")
+    return ", ".join(parts)

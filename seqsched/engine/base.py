@@ -31,6 +31,9 @@ class Engine(abc.ABC):
     """Executes micro-batches. It never decides order or grouping."""
 
     name: str = "engine"
+    # True when seconds come from a cost model, not a clock: the pipeline then keeps the
+    # predictor's real time apart instead of adding it to modelled time.
+    modelled_time: bool = False
 
     def prepare(self, requests: Sequence[Request]) -> None:  # noqa: B027 - optional hook
         """Tokenize and validate. A bad request is marked failed with ``Request.fail``;

@@ -20,6 +20,7 @@ class SimulatedEngine(Engine):
     """
 
     name = "simulate"
+    modelled_time = True
 
     def __init__(self, cost_model: StepCostModel | None = None) -> None:
         self.cost_model = cost_model if cost_model is not None else load_cost_model(None)

@@ -47,6 +47,7 @@ class _Running:
 
 class SimulatedContinuousEngine(StreamEngine):
     name = "simulate-continuous"
+    modelled_time = True
 
     def __init__(
         self,

@@ -45,6 +45,9 @@ class StreamEngine(abc.ABC):
     admission: the plan does."""
 
     name: str = "stream"
+    # True when seconds come from a cost model, not a clock: the pipeline then keeps the
+    # predictor's real time apart instead of adding it to modelled time.
+    modelled_time: bool = False
     block_size: int = 1  # KV-cache granularity, in tokens
 
     def prepare(self, requests: Sequence[Request]) -> None:  # noqa: B027 - optional hook

@@ -201,3 +201,28 @@ def predictor_training_prompts(n: int, seed: int) -> list[str]:
     overlap = set(out) & set(default_prompts(min(n, 256), seed))
     assert not overlap, f"predictor prompts overlap the default workload: {sorted(overlap)[:3]}"
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print prompts, one per line (text) or as request JSONL, to try seqsched's commands on."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m seqsched.workload.default_prompts", description=main.__doc__)
+    p.add_argument("-n", type=int, default=256, help="how many prompts (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument(
+        "--training",
+        action="store_true",
+        help="the predictor-training prompts, disjoint from the benchmark workload (default: the workload)",
+    )
+    p.add_argument("--jsonl", action="store_true", help='request lines {"custom_id", "prompt"} instead of text')
+    args = p.parse_args(argv)
+    prompts = predictor_training_prompts(args.n, args.seed) if args.training else default_prompts(args.n, args.seed)
+    prefix = "train" if args.training else "default"
+    for i, prompt in enumerate(prompts):
+        print(json.dumps({"custom_id": f"{prefix}-{i}", "prompt": prompt}) if args.jsonl else prompt)
+
+
+if __name__ == "__main__":
+    main()

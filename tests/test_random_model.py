@@ -24,3 +24,19 @@ def test_bad_shapes_are_named(tmp_path: Path, tiny_model_dir: Path) -> None:
         make_random_model("huge", tiny_model_dir, tmp_path / "m")
     with pytest.raises(ValueError, match="vocab_size is 100"):
         make_random_model(Shape(32, 64, 1, 2, 100, 128), tiny_model_dir, tmp_path / "m")
+
+
+def test_dtype_size_and_no_silent_replace(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from safetensors import safe_open
+
+    shape = Shape(32, 64, 1, 2, 512, 128)
+    n = make_random_model(shape, tiny_model_dir, tmp_path / "m", dtype="bfloat16")
+    assert n == shape.num_parameters()
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+    before = (tmp_path / "m" / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        make_random_model(shape, tiny_model_dir, tmp_path / "m", seed=1)
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == before
+    make_random_model(shape, tiny_model_dir, tmp_path / "m", seed=1, overwrite=True)
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() != before

@@ -10,6 +10,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -27,6 +29,13 @@ class Shape:
                 f"num_attention_heads ({self.num_attention_heads})"
             )
 
+    def num_parameters(self) -> int:
+        """Parameters of the Llama this shape builds (the embedding tied below 16k tokens)."""
+        h, i, layers, v = self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.vocab_size
+        per_layer = 4 * h * h + 3 * h * i + 2 * h
+        embeddings = v * h * (1 if v < 16000 else 2)
+        return layers * per_layer + embeddings + h
+
 
 SHAPES: dict[str, Shape] = {
     # Vicuna-7B v1.1 (LLaMA-7B): the paper's model.
@@ -39,16 +48,35 @@ SHAPES: dict[str, Shape] = {
 }
 
 
-def make_random_model(shape: str | Shape, tokenizer_dir: str | Path, out: str | Path, seed: int = 0) -> int:
-    """Write a random Llama of ``shape`` with the tokenizer from ``tokenizer_dir`` to ``out``;
-    return its parameter count. The tokenizer's vocabulary must fit the model's."""
+def resolve_shape(shape: str | Shape) -> Shape:
+    if isinstance(shape, Shape):
+        return shape
+    if shape not in SHAPES:
+        raise ValueError(f"shape ({shape!r}) must be one of {', '.join(SHAPES)}")
+    return SHAPES[shape]
+
+
+def make_random_model(
+    shape: str | Shape,
+    tokenizer_dir: str | Path,
+    out: str | Path,
+    seed: int = 0,
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> int:
+    """Write a random Llama of ``shape`` with the tokenizer from ``tokenizer_dir`` to ``out``
+    in ``dtype`` (built in it, so a 7B shape in bfloat16 needs about 14 GB, not 27);
+    return its parameter count. The tokenizer's vocabulary must fit the model's. An
+    existing ``out`` is replaced only with ``overwrite``."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    if isinstance(shape, str):
-        if shape not in SHAPES:
-            raise ValueError(f"shape ({shape!r}) must be one of {', '.join(SHAPES)}")
-        shape = SHAPES[shape]
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"dtype ({dtype!r}) must be one of {', '.join(DTYPE_BYTES)}")
+    shape = resolve_shape(shape)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty: choose another --out, or --overwrite to replace it")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     if len(tokenizer) > shape.vocab_size:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens; the shape's vocab_size is {shape.vocab_size}")
@@ -65,8 +93,12 @@ def make_random_model(shape: str | Shape, tokenizer_dir: str | Path, out: str | 
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
-    out = Path(out)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
     if out.exists():
         shutil.rmtree(out)
     model.save_pretrained(out)

@@ -8,6 +8,15 @@ the repository except the trained weights, the tokenizer and a training log
     python scripts/train_default_model.py /path/to/alpaca-52k.jsonl \
         --out seqsched/assets/default_model --steps 1300 --max-minutes 35
 
+Resumable: every checkpoint also writes ``--ckpt`` (weights, optimizer, data
+order and random state). Run the same command again with ``--resume`` and it
+goes on from the last checkpoint, exactly as if it had not stopped. A second
+stage warm-starts from a finished model (its tokenizer and weights) with
+``--init-from``; the log keeps the log of the stage it started from.
+
+``--gen-every N`` greedily generates held-out prompts every N steps and logs
+the share of answers that reach the limit without EOS and their median length.
+
 ``--bench`` times a few optimizer steps for a few configurations and exits.
 """
 
@@ -209,6 +218,60 @@ def eval_loss(model, data, batches, pad_id, use_bf16):
     return tot / max(1, n)
 
 
+@torch.no_grad()
+def generation_check(model, tokenizer, rows: list[dict], limit: int) -> dict:
+    """Greedy answers to held-out prompts: share at the limit, median length."""
+    model.eval()
+    tokenizer.padding_side = "left"
+    lengths = []
+    for k in range(0, len(rows), 32):
+        part = rows[k : k + 32]
+        prompts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": user_content(ex)}], add_generation_prompt=True, tokenize=False
+            )
+            for ex in part
+        ]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        out = model.generate(**enc, max_new_tokens=limit, do_sample=False)
+        for row in out[:, enc["input_ids"].shape[1] :].tolist():
+            eos = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else None
+            lengths.append(eos if eos is not None else limit)
+    model.train()
+    lengths.sort()
+    return {
+        "n": len(lengths),
+        "at_limit": round(sum(1 for n in lengths if n >= limit) / len(lengths), 4),
+        "median": lengths[len(lengths) // 2],
+        "mean": round(sum(lengths) / len(lengths), 1),
+    }
+
+
+def unlikelihood_loss(logits, labels):
+    """Token-level unlikelihood (Welleck et al., ICLR 2020): at each answer position, push down
+    the probability of the answer tokens already generated before it (except the target).
+    It is what keeps a small model's greedy answers from looping back on themselves."""
+    logits, targets = logits[:, :-1].float(), labels[:, 1:]
+    valid = targets != -100
+    onehot = torch.nn.functional.one_hot(targets.clamp(min=0), logits.shape[-1]).float() * valid[..., None]
+    seen = (onehot.cumsum(dim=1) - onehot) > 0  # tokens strictly before each position
+    candidates = seen & (onehot == 0) & valid[..., None]
+    probs = logits.softmax(dim=-1)
+    penalty = -torch.log((1 - probs).clamp(min=1e-5)) * candidates
+    return penalty.sum() / valid.sum().clamp(min=1)
+
+
+def save_checkpoint(path: Path, model, opt, state: dict) -> None:
+    """Everything needed to go on exactly: weights, optimizer, data order, random state."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {"model": model.state_dict(), "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(), **state},
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", help="Alpaca jsonl: {id, instruction, input, output} per line")
@@ -232,6 +295,14 @@ def main():
     ap.add_argument(
         "--max-minutes", type=float, default=0.0, help="safety stop: save and exit after this much wall time (0 = off)"
     )
+    ap.add_argument("--ckpt", default="runs/default_model.ckpt.pt", help="resumable checkpoint file")
+    ap.add_argument("--resume", action="store_true", help="go on from --ckpt")
+    ap.add_argument("--init-from", default=None, help="warm start: tokenizer and weights of a finished model")
+    ap.add_argument("--gen-every", type=int, default=0, help="greedy generation check every N steps (0 = off)")
+    ap.add_argument("--gen-prompts", type=int, default=64)
+    ap.add_argument(
+        "--unlikelihood", type=float, default=0.0, help="weight of the token-level unlikelihood loss (0 = off)"
+    )
     ap.add_argument("--bench", action="store_true")
     args = ap.parse_args()
 
@@ -243,7 +314,12 @@ def main():
     # Hold out ids % 100 == 0 for a validation loss.
     val_rows = [r for r in rows if int(r["id"]) % 100 == 0]
     train_rows = [r for r in rows if int(r["id"]) % 100 != 0]
-    tokenizer = train_tokenizer(train_rows, args.vocab)
+    if args.init_from:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.init_from)
+    else:
+        tokenizer = train_tokenizer(train_rows, args.vocab)
     print(f"tokenizer: {len(tokenizer)} tokens in {time.time() - t0:.1f}s", flush=True)
     data = encode(tokenizer, train_rows, args.max_len)
     val = encode(tokenizer, val_rows, args.max_len)
@@ -255,7 +331,12 @@ def main():
         bench(args, tokenizer, data, pad_id)
         return
 
-    model = build_model(tokenizer, args.hidden, args.layers, args.heads, args.inter, args.seed)
+    if args.init_from:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+    else:
+        model = build_model(tokenizer, args.hidden, args.layers, args.heads, args.inter, args.seed)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params}", flush=True)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -288,13 +369,32 @@ def main():
         "loss_curve": [],
         "val_curve": [],
         "wall_s": 0.0,
+        "gen_curve": [],
+        "resumed_at": [],
     }
+    if args.init_from:
+        log["init_from"] = os.path.abspath(args.init_from)
+        log["init_log"] = json.loads((Path(args.init_from) / "training_log.json").read_text())
+        log["architecture"] = "from init_from"
     out = Path(args.out)
+    ckpt = Path(args.ckpt)
+    gen_rows = val_rows[: args.gen_prompts]
     batches, bi, epoch = make_batches(data, args.batch_tokens, rng), 0, 0
+    start, wall_before = 0, 0.0
+    if args.resume:
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.setstate(state["py_rng"])
+        batches, bi, epoch, start, log = state["batches"], state["bi"], state["epoch"], state["step"], state["log"]
+        wall_before = log["wall_s"]
+        log["resumed_at"].append(start)
+        print(f"resumed from {ckpt} at step {start}", flush=True)
     model.train()
     t_train = time.time()
     run_loss, run_n = 0.0, 0
-    for step in range(args.steps):
+    for step in range(start, args.steps):
         if bi >= len(batches):
             batches, bi, epoch = make_batches(data, args.batch_tokens, rng), 0, epoch + 1
         b = batches[bi]
@@ -303,8 +403,10 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
-            loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
+            out = model(input_ids=ids, labels=labels)
+        loss = out.loss
+        total = loss + args.unlikelihood * unlikelihood_loss(out.logits, labels) if args.unlikelihood else loss
+        total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -316,8 +418,7 @@ def main():
             el = time.time() - t_train
             log["loss_curve"].append([step + 1, round(run_loss / run_n, 4)])
             print(
-                f"step {step + 1} loss {run_loss / run_n:.4f} lr {opt.param_groups[0]['lr']:.2e} "
-                f"{el:.0f}s {log['tokens_seen'] / el:.0f} tok/s",
+                f"step {step + 1} loss {run_loss / run_n:.4f} lr {opt.param_groups[0]['lr']:.2e} {el:.0f}s",
                 flush=True,
             )
             run_loss, run_n = 0.0, 0
@@ -327,9 +428,19 @@ def main():
             log["val_curve"].append([step + 1, round(vl, 4)])
             log["steps_done"] = step + 1
             log["epochs"] = round(epoch + bi / len(batches), 3)
-            log["wall_s"] = round(time.time() - t0, 1)
+            log["wall_s"] = round(wall_before + time.time() - t0, 1)
+            if args.gen_every and ((step + 1) % args.gen_every == 0 or step + 1 == args.steps):
+                gen = generation_check(model, tokenizer, gen_rows, 256)
+                log["gen_curve"].append([step + 1, gen])
+                print(f"gen step {step + 1} {gen}", flush=True)
             save(model, tokenizer, out, log)
-            print(f"ckpt step {step + 1} val_loss {vl:.4f} saved to {out}", flush=True)
+            save_checkpoint(
+                ckpt,
+                model,
+                opt,
+                {"py_rng": rng.getstate(), "batches": batches, "bi": bi, "epoch": epoch, "step": step + 1, "log": log},
+            )
+            print(f"ckpt step {step + 1} val_loss {vl:.4f} saved to {out} and {ckpt}", flush=True)
             if over:
                 print("time limit reached; stopping early", flush=True)
                 log["stopped_early"] = True

@@ -220,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     prompts = predictor_training_prompts(args.n, args.seed) if args.training else default_prompts(args.n, args.seed)
     prefix = "train" if args.training else "default"
+    if not args.jsonl and any("\n" in prompt for prompt in prompts):
+        p.error("some of these prompts span several lines: use --jsonl, which keeps each whole")
     for i, prompt in enumerate(prompts):
         print(json.dumps({"custom_id": f"{prefix}-{i}", "prompt": prompt}) if args.jsonl else prompt)
 

@@ -403,9 +403,9 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
-            out = model(input_ids=ids, labels=labels)
-        loss = out.loss
-        total = loss + args.unlikelihood * unlikelihood_loss(out.logits, labels) if args.unlikelihood else loss
+            outputs = model(input_ids=ids, labels=labels)
+        loss = outputs.loss
+        total = loss + args.unlikelihood * unlikelihood_loss(outputs.logits, labels) if args.unlikelihood else loss
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -70,6 +70,7 @@ def _lengths(ax: Any, bench: BenchResult) -> None:
         va="top",
         fontsize=8,
         color=DISCARDED,
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1},
     )
     ax.set_xlim(0, limit * 1.04)
     ax.set_title("(a) actual output lengths")

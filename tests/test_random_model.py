@@ -33,7 +33,7 @@ def test_dtype_size_and_no_silent_replace(tmp_path: Path, tiny_model_dir: Path) 
     n = make_random_model(shape, tiny_model_dir, tmp_path / "m", dtype="bfloat16")
     assert n == shape.num_parameters()
     with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:
-        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}  # noqa: SIM118 (a safetensors handle)
     before = (tmp_path / "m" / "model.safetensors").read_bytes()
     with pytest.raises(FileExistsError, match="--overwrite"):
         make_random_model(shape, tiny_model_dir, tmp_path / "m", seed=1)

@@ -301,6 +301,9 @@ def main():
     ap.add_argument("--gen-every", type=int, default=0, help="greedy generation check every N steps (0 = off)")
     ap.add_argument("--gen-prompts", type=int, default=64)
     ap.add_argument(
+        "--stop-at", type=int, default=None, help="save and stop after this step, keeping the schedule of --steps"
+    )
+    ap.add_argument(
         "--unlikelihood", type=float, default=0.0, help="weight of the token-level unlikelihood loss (0 = off)"
     )
     ap.add_argument("--bench", action="store_true")
@@ -423,6 +426,7 @@ def main():
             )
             run_loss, run_n = 0.0, 0
         over = args.max_minutes > 0 and time.time() - t0 > 60 * args.max_minutes
+        over = over or (args.stop_at is not None and step + 1 >= args.stop_at)
         if over or (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
             vl = eval_loss(model, val, val_batches, pad_id, bool(args.bf16))
             log["val_curve"].append([step + 1, round(vl, 4)])

@@ -32,7 +32,8 @@ class ThreadChoice:
                 f"{self.threads} CPU thread{'s' if self.threads > 1 else ''} "
                 f"(auto: {self.cores} cores, load average {load}; --threads N to choose)"
             )
-        return f"{self.threads} CPU threads (--threads; {self.cores} cores, load average {load})"
+        plural = "s" if self.threads > 1 else ""
+        return f"{self.threads} CPU thread{plural} (--threads; {self.cores} cores, load average {load})"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

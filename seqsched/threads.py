@@ -6,13 +6,14 @@ running, and a 2-core machine under two busy loops ran the built-in bench's vani
 slower with 2 threads than with 1 (`benchmarks/threads_under_load.sh`). So the default
 is one thread per core the load leaves free, and never fewer than one:
 
-    threads = max(1, cores - round(1-minute load average))
+    threads = max(1, cores - floor(1-minute load average))
 
 The load average lags by up to a minute; ``--threads`` overrides the choice.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -57,7 +58,7 @@ def auto_threads(cores: int, load: float | None) -> int:
     """One thread per core the load leaves free, at least one."""
     if load is None:
         return max(1, cores - 1)
-    return max(1, cores - round(load))
+    return max(1, cores - math.floor(load))
 
 
 def choose_threads(requested: int | None) -> ThreadChoice:

@@ -27,6 +27,7 @@ LENGTHS = [5, 110, 12, 64, 150, 30, 7, 95, 48, 3, 71, 130, 20, 55, 9, 102, 40, 6
 
 def test_auto_threads_leave_the_cores_other_work_uses() -> None:
     assert auto_threads(2, 0.4) == 2  # quiet
+    assert auto_threads(2, 0.9) == 2  # the install that just ran
     assert auto_threads(2, 2.03) == 1  # two busy loops
     assert auto_threads(2, 8.0) == 1  # never fewer than one
     assert auto_threads(16, 3.2) == 13

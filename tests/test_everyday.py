@@ -166,3 +166,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     assert main([*bench, "--oracle-lengths", str(lengths), "--strategies", "vanilla,oracle,oracle+sort"]) == 0
     table = capsys.readouterr().out
     assert "dry run: 40 requests" in table and "oracle+sort" in table
+
+
+def test_the_fit_report_holds_out_part_of_a_split_made_by_collect(tmp_path: Path) -> None:
+    from seqsched.data.trace_writer import holdout_split
+    from seqsched.predict.fit_report import split_off
+
+    ids = [f"r{i}" for i in range(400)]
+    train = Trace([TraceRecord(i, {"L_t0.0": 10}) for i in ids if holdout_split(i, 0.2) == "train"])
+    assert len(split_off(train, 0.1)[1]) == 0  # the same hash: nothing left to hold out
+    fit, held = split_off(train, 0.1, within="train")
+    assert 0.05 * len(train) < len(held) < 0.15 * len(train) and len(fit) + len(held) == len(train)

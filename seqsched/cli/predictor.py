@@ -105,7 +105,7 @@ def train(args: argparse.Namespace) -> int:
     trace, prompts = _data(args)
     held = None
     if args.holdout:
-        fit_trace, held = split_off(trace, args.holdout)
+        fit_trace, held = split_off(trace, args.holdout, within=args.split)
         if len(held) < MIN_HELD_OUT or not len(fit_trace):
             print(
                 f"seqsched predictor: {len(trace)} records are too few to hold {args.holdout:.0%} out; "

@@ -28,9 +28,10 @@ def meta_path(trace: Path) -> Path:
     return trace.with_name(trace.name + ".collect.json")
 
 
-def holdout_split(record_id: str, holdout: float) -> str:
-    """``val`` for about ``holdout`` of ids, ``train`` for the rest; stable per id."""
-    digest = hashlib.sha256(record_id.encode()).digest()
+def holdout_split(record_id: str, holdout: float, salt: str = "") -> str:
+    """``val`` for about ``holdout`` of ids, ``train`` for the rest; stable per id. Splits
+    with different salts are independent (a split of a split is not empty)."""
+    digest = hashlib.sha256((salt + record_id).encode()).digest()
     return "val" if int.from_bytes(digest[:8], "big") / 2**64 < holdout else "train"
 
 

@@ -23,12 +23,16 @@ TRAINED_ON = "trained_on.json"
 MIN_HELD_OUT = 5
 
 
-def split_off(trace: Trace, fraction: float) -> tuple[Trace, Trace]:
-    """(records to fit, records held out): about ``fraction`` held out, stable per id."""
+def split_off(trace: Trace, fraction: float, within: str | None = None) -> tuple[Trace, Trace]:
+    """(records to fit, records held out): about ``fraction`` held out, stable per id.
+    ``within`` names the split ``trace`` was taken from (``--split``): the hash is then
+    salted with it, since a split made by ``collect --holdout`` used the plain hash and a
+    split of it by the same hash would hold out nothing."""
     if not 0 < fraction < 1:
         raise ValueError(f"--holdout ({fraction}) must be between 0 and 1")
-    held = [r for r in trace if holdout_split(r.id, fraction) == "val"]
-    kept = [r for r in trace if holdout_split(r.id, fraction) != "val"]
+    salt = "" if within is None else f"{within}:"
+    held = [r for r in trace if holdout_split(r.id, fraction, salt) == "val"]
+    kept = [r for r in trace if holdout_split(r.id, fraction, salt) != "val"]
     return Trace(kept, f"{trace.name}[fit]"), Trace(held, f"{trace.name}[held out]")
 
 

@@ -56,11 +56,12 @@ class RunReport:
     num_oom_splits: int = 0  # micro-batches halved after the engine ran out of memory
     num_replica_retries: int = 0  # groups re-run after their Ray replica died
     stream_order: tuple[int, ...] | None = None  # a continuous engine's admission order
+    stream_reserve: tuple[tuple[int, int], ...] | None = None  # its KV reservations, by index
 
     def plan_signature(self) -> tuple[object, ...]:
         """Equal for two runs that ran the same plan (batches and caps, or order and reservations)."""
         if self.stream_order is not None:
-            return ("stream", self.stream_order)
+            return ("stream", self.stream_order, self.stream_reserve)
         return ("static", tuple((b.indices, b.max_new_tokens, b.is_retry) for b in self.batches))
 
     @property
@@ -121,6 +122,7 @@ class Pipeline:
                 self._predict(group)
         plan = plan_stream(requests, self.config, engine.kv_capacity, engine.block_size)
         self._report.stream_order = plan.order
+        self._report.stream_reserve = None if plan.reserve is None else tuple(sorted(plan.reserve.items()))
         started = self._clock
 
         def record(outcome: Outcome) -> None:

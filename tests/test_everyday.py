@@ -4,6 +4,7 @@ refusal of a bad fit."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,18 @@ def test_the_fit_report_holds_out_part_of_a_split_made_by_collect(tmp_path: Path
     assert len(split_off(train, 0.1)[1]) == 0  # the same hash: nothing left to hold out
     fit, held = split_off(train, 0.1, within="train")
     assert 0.05 * len(train) < len(held) < 0.15 * len(train) and len(fit) + len(held) == len(train)
+
+
+def test_kv_plans_with_other_reservations_are_not_the_same_plan() -> None:
+    from seqsched.engine.simulate_stream import SimulatedContinuousEngine
+
+    ctx = StrategyContext(
+        ScheduleConfig(batch_size=4, group_size=12),
+        oracle_lengths=_trace().oracle("L_t0.0"),
+        predictor_path=None,
+        stream_engines={"continuous": SimulatedContinuousEngine(StepCostModel(a=1e-3, b=0, c=0), 8, 64, 16)},
+    )
+    strategies = [make_strategy(n, ctx) for n in ("continuous+kv+oracle", "continuous+sjf+kv+oracle")]
+    strategies.append(dataclasses.replace(strategies[0], name="same", predictor=ConstantPredictor(7)))
+    bench = run_strategies(SimulatedEngine(), trace_requests(_trace(), 120), strategies, warmup=False)
+    assert bench.identical_plans() == []  # same fcfs order as "same", other reservations

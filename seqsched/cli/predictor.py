@@ -130,7 +130,7 @@ def train(args: argparse.Namespace) -> int:
     if held is not None:
         report = fit_report(predictor, lengths, held, prompts, args.limit, args.target)
         print(report.table())
-        if not report.beats_constant:
+        if not report.beats_constant and args.kind != "constant":
             print(
                 f"seqsched predictor: WARNING: held-out Error {report.predictor.error:.1f} is not below the best "
                 f"constant's {report.constant.error:.1f}: this predictor will not schedule better than none "

@@ -296,7 +296,7 @@ def test_cli_collect_continues_a_stopped_trace_and_refuses_stale_settings(tiny_m
         f.write('{"id": "prompt-3", "L_t')  # a torn last line from a kill
     assert cli(args) == 0
     text = out.read_text()
-    assert text.startswith(first)
+    assert text.startswith(first) and "\n\n" not in text and text.endswith("}\n")
     trace = read_trace(out)
     assert [r.id for r in trace] == [f"prompt-{i}" for i in range(1, 5)]
     assert {r.split for r in trace} <= {"train", "val"}

@@ -75,7 +75,7 @@ class TraceWriter:
         for record in records:
             if self.holdout is not None:
                 record = {**record, "split": holdout_split(str(record["id"]), self.holdout)}
-            self._file.write(dumps_line(record) + "\n")
+            self._file.write(dumps_line(record))  # ends with its newline
             self.done.add(str(record["id"]))
         self._file.flush()
         os.fsync(self._file.fileno())

@@ -9,15 +9,15 @@ out=${OUT:-runs/perception}
 mkdir -p "$out"
 head -512 data/default_model_lengths.jsonl > "$out/train.jsonl"
 tail -128 data/default_model_lengths.jsonl > "$out/eval.jsonl"
-$S predictor train --kind constant --trace "$out/train.jsonl" --limit 256 --out "$out/constant"
+$S predictor train --kind constant --trace "$out/train.jsonl" --limit 256 -o "$out/constant"
 $S predictor train --kind lora --trace "$out/train.jsonl" --limit 256 --epochs 4 --lr 2e-3 --lora-r 16 \
-    --lora-alpha 32 --out "$out/lora"
+    --lora-alpha 32 -o "$out/lora"
 $S predictor train --kind probe --regressor quantile --quantile 0.5 --trace "$out/train.jsonl" --limit 256 \
-    --out "$out/probe"
-$S predictor train --kind proxy --trace "$out/train.jsonl" --limit 256 --out "$out/proxy"
+    -o "$out/probe"
+$S predictor train --kind proxy --trace "$out/train.jsonl" --limit 256 -o "$out/proxy"
 for kind in constant lora probe proxy; do
-    $S predictor eval "$out/$kind" --trace "$out/eval.jsonl" --limit 256 --json "$out/eval-$kind.json"
+    $S predictor eval "$out/$kind" --trace "$out/eval.jsonl" --limit 256 -o "$out/eval-$kind.json"
 done
-$S predictor eval --kind pia --trace "$out/eval.jsonl" --limit 256 --json "$out/eval-pia.json"
+$S predictor eval --kind pia --trace "$out/eval.jsonl" --limit 256 -o "$out/eval-pia.json"
 # End to end: schedule the built-in workload with the LoRA module and with PiA.
 $S bench --sample 64 --max-new-tokens 256 --strategies vanilla,seqsch,pia --predictor "$out/lora"

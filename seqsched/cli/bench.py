@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from seqsched.cli import UsageError, check_output
-from seqsched.cli.engine_args import add_engine_args, engine_config, vllm_config
+from seqsched.cli.engine_args import add_dry_run_args, add_engine_args, engine_config, vllm_config
 from seqsched.cli.help import HelpFormatter
-from seqsched.cli.simulate import add_schedule_args, add_stream_args, run_bench
+from seqsched.cli.simulate import add_schedule_args, add_stream_args, base_schedule, run_bench
 
 
 def add_parser(subparsers: Any) -> None:
@@ -61,17 +61,7 @@ def add_parser(subparsers: Any) -> None:
     add_engine_args(p)
     add_schedule_args(p, default_strategies=None, default_max_new_tokens=None, default_repeat=3)
     add_stream_args(p)
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="per strategy, the plan from its predicted lengths and its time by --cost-model, then stop: "
-        "nothing is generated (the model loads only for a predictor that reads it)",
-    )
-    p.add_argument(
-        "--cost-model",
-        default="cpu-default-model",
-        help="--dry-run: cost model JSON from `seqsched calibrate`, or a built-in (cpu-default-model, a100-vicuna-7b)",
-    )
+    add_dry_run_args(p, "per strategy, the plan from its predicted lengths")
     p.set_defaults(func=main)
 
 
@@ -151,18 +141,9 @@ def _dry_run(
     from seqsched.engine.cost_model import load_cost_model
     from seqsched.engine.simulate_stream import SimulatedContinuousEngine
     from seqsched.predict.base import LengthPredictor
-    from seqsched.schedule import ScheduleConfig
 
     cost = load_cost_model(args.cost_model)
-    base = ScheduleConfig(
-        batch_size=args.batch_size,
-        group_size=args.group_size,
-        bin_size=args.bin_size,
-        token_budget=args.token_budget,
-        kv_margin=args.kv_margin,
-        max_bypass=args.max_bypass,
-        paper_exact=args.paper_exact,
-    )
+    base = base_schedule(args)
     continuous = SimulatedContinuousEngine(cost, args.max_num_seqs)
     holder = model_holder(args.predictor, engine_cfg, needs_model=any(n.startswith("pia") for n in names))
     ctx = StrategyContext(

@@ -65,6 +65,21 @@ def resolve_threads(args: argparse.Namespace) -> int:
     return int(choice.threads)
 
 
+def add_dry_run_args(p: argparse.ArgumentParser, what: str) -> None:
+    """`--dry-run` and its cost model, as `run` and `bench` take them."""
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"print {what} and its time by --cost-model, then stop: nothing is generated or written "
+        "(the model loads only for a predictor that reads it)",
+    )
+    p.add_argument(
+        "--cost-model",
+        default="cpu-default-model",
+        help="--dry-run: cost model JSON from `seqsched calibrate`, or a built-in (cpu-default-model, a100-vicuna-7b)",
+    )
+
+
 def add_policy_args(p: argparse.ArgumentParser, policy_default: str | None) -> None:
     """`run`'s choice of policy and admission, and the plan options `bench` shares."""
     g = p.add_argument_group("stream plan (continuous engines)")

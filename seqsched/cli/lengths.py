@@ -83,8 +83,12 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--first ({args.first}) must be >= 1")
     requests = read_prompts(source, config.max_new_tokens)[: args.first]
     model = str(resolve_model(args.model))
-    settings = {"temperatures": temperatures, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
-    settings |= {"dtype": args.dtype}
+    settings = {
+        "temperatures": temperatures,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "dtype": args.dtype,
+    }
     writer = TraceWriter(args.output, settings, model, overwrite=args.overwrite, holdout=args.holdout)
     todo = [r for r in requests if r.request_id not in writer.done]
     if writer.done:

@@ -15,7 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from seqsched.cli.engine_args import add_engine_args, add_policy_args, engine_config, vllm_config
+from seqsched.cli.engine_args import (
+    add_dry_run_args,
+    add_engine_args,
+    add_policy_args,
+    engine_config,
+    vllm_config,
+)
 from seqsched.cli.help import HelpFormatter
 from seqsched.data.batch_input import DEFAULT_MAX_LINE_BYTES
 
@@ -93,17 +99,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--worker-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica")
     p.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs Ray reserves per replica")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the predicted lengths, the plan and its time by --cost-model, then stop: no model "
-        "loads (unless the predictor needs it), nothing is generated or written",
-    )
-    p.add_argument(
-        "--cost-model",
-        default="cpu-default-model",
-        help="--dry-run: cost model JSON from `seqsched calibrate`, or a built-in (cpu-default-model, a100-vicuna-7b)",
-    )
+    add_dry_run_args(p, "the predicted lengths and the plan")
     add_engine_args(p)
     add_policy_args(p, policy_default=None)
     p.set_defaults(func=main)
@@ -134,7 +130,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     from seqsched.engine.cost_model import load_cost_model
 
     config = _config(args)
-    data = sys.stdin.buffer.read() if str(args.input) == "-" else None
+    data = _stdin(args)
     if data is None and not args.input.is_file():
         raise FileNotFoundError(f"input {args.input} does not exist")
     requests, errors = read_requests(
@@ -174,9 +170,14 @@ def _execute(args: argparse.Namespace) -> Any:
     from seqsched.api import execute
 
     config = _config(args)
-    data = sys.stdin.buffer.read() if str(args.input) == "-" else None
+    data = _stdin(args)
     with tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
         return execute(config, progress=bar, data=data)
+
+
+def _stdin(args: argparse.Namespace) -> bytes | None:
+    """The input's bytes when it is stdin (``-``); None for a file."""
+    return sys.stdin.buffer.read() if str(args.input) == "-" else None
 
 
 def _config(args: argparse.Namespace) -> Any:

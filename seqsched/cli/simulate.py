@@ -146,6 +146,21 @@ def add_stream_args(p: argparse.ArgumentParser) -> None:
     add_plan_args(p.add_argument_group("stream plans (continuous strategies)"))
 
 
+def base_schedule(args: argparse.Namespace) -> Any:
+    """The schedule every strategy starts from, from the options `simulate` and `bench` share."""
+    from seqsched.schedule import ScheduleConfig
+
+    return ScheduleConfig(
+        batch_size=args.batch_size,
+        group_size=args.group_size,
+        bin_size=args.bin_size,
+        token_budget=args.token_budget,
+        kv_margin=args.kv_margin,
+        max_bypass=args.max_bypass,
+        paper_exact=args.paper_exact,
+    )
+
+
 def run_bench(
     args: argparse.Namespace,
     engine: Any,
@@ -160,17 +175,8 @@ def run_bench(
     from seqsched.bench.report import environment, format_table, to_json, write_json
     from seqsched.bench.runner import differing_outputs, run_strategies
     from seqsched.bench.strategies import StrategyContext, make_strategy
-    from seqsched.schedule import ScheduleConfig
 
-    base = ScheduleConfig(
-        batch_size=args.batch_size,
-        group_size=args.group_size,
-        bin_size=args.bin_size,
-        token_budget=args.token_budget,
-        kv_margin=args.kv_margin,
-        max_bypass=args.max_bypass,
-        paper_exact=args.paper_exact,
-    )
+    base = base_schedule(args)
     ctx = StrategyContext(
         base, engine, oracle_lengths, args.predictor, args.margin_scale, args.margin_add, stream_engines or {}
     )

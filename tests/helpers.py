@@ -30,7 +30,9 @@ def create_requests(
 
 
 class StepCountingEngine(Engine):
-    """Runs micro-batches from target lengths; one second per decode step."""
+    """Runs micro-batches from target lengths; one modelled second per decode step."""
+
+    modelled_time = True  # the predictor's real microseconds must not join the modelled clock
 
     def __init__(self) -> None:
         self.batches: list[MicroBatch] = []

@@ -114,3 +114,40 @@ def test_a_bench_refuses_replay_before_any_strategy_runs(tiny_engine: HFEngine) 
             on_run=lambda name, *_: ran.append(name),
         )
     assert ran == []
+
+
+class _StartingManager:
+    """A manager whose background thread builds its batch processor after a few polls,
+    or dies first."""
+
+    def __init__(self, polls: int, dies: bool = False) -> None:
+        self.polls, self.dies = polls, dies
+        self.batch_processor: object | None = None
+
+    def is_running(self) -> bool:
+        self.polls -= 1
+        if self.polls <= 0 and not self.dies:
+            self.batch_processor = object()
+        return not (self.dies and self.polls <= 0)
+
+
+def test_a_run_is_timed_from_when_the_manager_serves(tiny_engine: HFEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import seqsched.engine.continuous as continuous
+    from seqsched.engine.continuous import _wait_until_serving
+
+    manager = _StartingManager(polls=3)
+    assert _wait_until_serving(manager) >= 0 and manager.batch_processor is not None
+    with pytest.raises(RuntimeError, match="stopped while it was starting"):
+        _wait_until_serving(_StartingManager(polls=2, dies=True))
+
+    ready_when_waited: list[bool] = []
+
+    def spy(manager: object) -> float:
+        seconds = _wait_until_serving(manager)
+        ready_when_waited.append(getattr(manager, "batch_processor", None) is not None)
+        return seconds
+
+    monkeypatch.setattr(continuous, "_wait_until_serving", spy)
+    engine = HFContinuousEngine(tiny_engine)
+    Pipeline(engine, ConstantPredictor(), ScheduleConfig()).run(_requests()[:2])
+    assert ready_when_waited == [True]  # the real manager served before the run's clock started

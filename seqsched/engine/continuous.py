@@ -20,12 +20,12 @@ NOTE on how a plan reaches it:
   otherwise infers them from free device memory: on a 2-core CPU a manager left to do
   that took about 20 s to start and stop, against under a second with explicit sizes.
 - A run's clock starts once the manager is serving: its background thread has built the
-  paged cache and its input buffers. That start took 0.4-3.8 s per run on the built-in
-  model on this 2-core CPU (mostly allocating the buffers, and it varied that much from
-  run to run), the same for every order. Inside the timed run it made policies look
-  faster or slower by chance (fcfs against sjf read 1.44x one time, 1.16x another, with
-  the generation loop itself within 5%). vLLM's engine, likewise, is built before its
-  runs are timed.
+  paged cache and its input buffers. On the built-in model on a 2-core CPU that start took
+  0.8 s alone and 3.4-4.1 s after static batching had run in the process, the same in
+  every order (``benchmarks/continuous_startup.py``). Inside the timed run it varied
+  enough to read as a policy effect (sjf at 1.44x fcfs's throughput once, with the
+  generation loop itself no faster). vLLM's engine, likewise, is built before its runs
+  are timed.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import statistics
 
 import torch
 
-from seqsched.api import DEFAULT_MODEL, DEFAULT_PROXY
+from seqsched.build import DEFAULT_MODEL, DEFAULT_PROXY
 from seqsched.engine.config import EngineConfig
 from seqsched.engine.continuous import HFContinuousEngine
 from seqsched.engine.hf import HFEngine
@@ -46,7 +46,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     hf = HFEngine(EngineConfig(model=str(DEFAULT_MODEL)))
-    engine = HFContinuousEngine(hf, max_requests=256)
+    engine = HFContinuousEngine(hf, max_num_seqs=256)
     prompts = default_prompts()
     orders = {
         "fcfs": (ConstantPredictor(), ScheduleConfig()),

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from seqsched.api import resolve_model
-from seqsched.data.collect import CollectConfig, collect_lengths
+from seqsched.build import resolve_model
+from seqsched.collect import CollectConfig, collect_lengths
 from seqsched.data.traces import read_trace
 from seqsched.engine.config import EngineConfig
 from seqsched.engine.hf import HFEngine

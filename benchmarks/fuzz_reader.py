@@ -82,8 +82,9 @@ def check_reader(data: bytes, valid: set[str]) -> int:
 
 def check_job(data: bytes, valid: set[str], workdir: Path) -> None:
     """A whole job with an engine that answers everything: valid lines answered, the rest listed."""
-    from seqsched.api import RunConfig, execute
+    from seqsched.config import RunConfig
     from seqsched.engine.config import EngineConfig
+    from seqsched.job import execute
 
     out = workdir / "out.jsonl"
     config = RunConfig(Path("-"), out, EngineConfig("stand-in"), overwrite=True)
@@ -134,12 +135,12 @@ def fuzz(num_files: int, workdir: Path | None = None) -> Tally:
 def main() -> None:
     import tempfile
 
-    import seqsched.api
+    import seqsched.build
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=400)
     args = parser.parse_args()
-    seqsched.api.build_engine = lambda *a, **k: AnswerAllEngine()  # type: ignore[assignment]
+    seqsched.build.build_engine = lambda *a, **k: AnswerAllEngine()  # type: ignore[assignment]
     with tempfile.TemporaryDirectory() as tmp:
         tally = fuzz(args.files, Path(tmp))
     print(

@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from seqsched.api import DEFAULT_MODEL, DEFAULT_PREDICTOR
 from seqsched.bench.runner import run_strategies
 from seqsched.bench.strategies import StrategyContext, make_strategy
+from seqsched.build import DEFAULT_MODEL, DEFAULT_PREDICTOR
 from seqsched.engine.config import EngineConfig
 from seqsched.engine.hf import HFEngine
 from seqsched.request import Request

@@ -26,7 +26,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from seqsched.pipeline import Pipeline, RunReport
@@ -34,37 +33,17 @@ from seqsched.request import Request, RequestStatus, Result
 from seqsched.schedule import groups
 
 if TYPE_CHECKING:
-    from seqsched.api import RunConfig
+    from seqsched.config import RayConfig, RunConfig
 
 MAX_GROUP_RETRIES = 3
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    """``num_workers`` replicas of the engine, each reserving ``num_cpus`` and
-    ``num_gpus`` from Ray. ``address``: an existing cluster (``"auto"``, ``"ray://..."``);
-    None starts a local Ray on this machine."""
-
-    num_workers: int = 2
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    address: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.num_workers < 1:
-            raise ValueError(f"num_workers ({self.num_workers}) must be >= 1")
-        if self.num_cpus <= 0:
-            raise ValueError(f"num_cpus ({self.num_cpus}) must be > 0")
-        if self.num_gpus < 0:
-            raise ValueError(f"num_gpus ({self.num_gpus}) must be >= 0")
 
 
 class Replica:
     """One engine and predictor, built from the job's config on its worker (a Ray actor)."""
 
     def __init__(self, config: RunConfig) -> None:
-        from seqsched.api import build_engine, build_predictor
+        from seqsched.build import build_engine, build_predictor
 
         self.config = config
         self._error: Exception | None = None

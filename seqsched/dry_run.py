@@ -52,7 +52,7 @@ class DryRun:
             lines.append(f"admission order (predicted length): {first}" + (", ..." if len(order) > SHOWN else ""))
         else:
             batches = self.report.batches
-            lines.append(f"plan: {len(batches)} micro-batches")
+            lines.append(f"plan: {len(batches)} micro-batch{'es' if len(batches) != 1 else ''}")
             lines.append(f"  {'#':>4} {'rows':>5} {'cap':>5} {'steps':>6} {'seconds':>8}")
             for k, b in enumerate(batches[:SHOWN]):
                 lines.append(f"  {k + 1:>4} {b.batch_size:>5} {b.max_new_tokens:>5} {b.num_steps:>6} {b.seconds:>8.3f}")

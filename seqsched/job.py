@@ -35,7 +35,7 @@ from seqsched.request import Request, RequestStatus, Result
 from seqsched.signals import Stopped, finishing
 
 if TYPE_CHECKING:
-    from seqsched.api import Progress, RunConfig
+    from seqsched.config import Progress, RunConfig
     from seqsched.data.batch_io import InputError
 
 STDIN = Path("-")
@@ -99,7 +99,8 @@ def check_paths(config: RunConfig) -> JobPaths:
         existing = [p for p in (paths.output, paths.journal) if p.exists()]
         if existing:
             raise ValueError(
-                f"{existing[0]} exists: pass --resume to continue that job, or --overwrite to start afresh"
+                f"{existing[0]} exists: resume that job (--resume, or resume=True in Python), or start afresh "
+                "(--overwrite, or overwrite=True)"
             )
     if config.predictor is not None and not Path(config.predictor).is_dir():
         raise ValueError(f"predictor {config.predictor} is not a directory (a saved predictor)")
@@ -130,31 +131,35 @@ def execute(config: RunConfig, progress: Progress | None = None, data: bytes | N
             flush=True,
         )
     todo = [r for r in requests if r.request_id not in answered]
-    _check_oracle(config, todo)
+    oracle = _oracle_lengths(config, todo)
     model_name = _model_name(config.engine.model)
     report = RunReport(results=[])
+    finished: dict[int, dict[str, Any]] = {}  # request index -> its answer line, made once
     started = time.time()
     if config.resume:  # the journal holds exactly the answers kept, written atomically
         write_jsonl(paths.journal, list(answered.values()))
     journal = Journal(paths.journal, fresh=not config.resume)
     try:
         if todo:
-            run_requests = _local_runner(config, todo) if config.ray is None else _ray_runner(config)
+            run_requests = _local_runner(config, todo, oracle) if config.ray is None else _ray_runner(config)
             if progress is not None:
                 progress.total = len(todo)
                 progress.refresh()
 
             eta = PredictedEta(todo)
+            learned = config.learned
 
             def save(result: Result) -> None:
                 line = result_line(result, model_name)
                 if is_answered(line):
                     line["seqsched"]["fingerprint"] = result.request.fingerprint
                     journal.append(line)
+                    finished[result.request.index] = line
                 eta.finished(result.request)
                 left = eta.seconds_left()
                 if progress is not None and left is not None and hasattr(progress, "set_postfix_str"):
-                    progress.set_postfix_str(f"{format_seconds(left)} left by predicted lengths", refresh=False)
+                    how = "by predicted lengths" if learned else "at each request's limit"
+                    progress.set_postfix_str(f"{format_seconds(left)} left {how}", refresh=False)
 
             report = run_requests(todo, progress.update if progress else None, save)
     except Stopped:
@@ -166,7 +171,7 @@ def execute(config: RunConfig, progress: Progress | None = None, data: bytes | N
         journal.close()
         raise
     failed = [res for res in report.results if res.status == RequestStatus.FINISHED_ERROR]
-    lines = _answers(requests, answered, report.results, model_name)
+    lines = _answers(requests, answered, finished)
     counts = {"completed": len(lines), "failed": len(errors) + len(failed), "resumed": len(answered)}
     with finishing():
         write_jsonl(paths.errors, _error_lines(errors, failed))
@@ -211,18 +216,15 @@ def _earlier_answers(
 
 
 def _answers(
-    requests: list[Request], answered: dict[str, dict[str, Any]], results: list[Result], model_name: str
+    requests: list[Request], answered: dict[str, dict[str, Any]], finished: dict[int, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Answer lines in input order."""
-    done = {res.request.index: res for res in results if res.status.is_finished}
+    """Answer lines in input order: kept from earlier, or made as this run finished them."""
     lines = []
     for r in requests:
         if r.request_id in answered:
             lines.append(answered[r.request_id])
-        elif r.index in done and done[r.index].status != RequestStatus.FINISHED_ERROR:
-            line = result_line(done[r.index], model_name)
-            line["seqsched"]["fingerprint"] = r.fingerprint
-            lines.append(line)
+        elif r.index in finished:
+            lines.append(finished[r.index])
     return lines
 
 
@@ -277,12 +279,12 @@ def _settings_fingerprint(config: RunConfig) -> str:
 RunRequests = Callable[[list[Request], Callable[[int], None] | None, Callable[[Result], None]], RunReport]
 
 
-def _local_runner(config: RunConfig, todo: list[Request]) -> RunRequests:
+def _local_runner(config: RunConfig, todo: list[Request], oracle: dict[str, int] | None) -> RunRequests:
     """The pipeline in this process."""
-    from seqsched.api import build_engine, build_predictor
+    from seqsched.build import build_engine, build_predictor
 
     engine = build_engine(config.engine, config.engine_kind, config.vllm)
-    predictor = build_predictor(config, engine)
+    predictor = build_predictor(config, engine, oracle)
     engine.warmup(todo)  # so the first micro-batch's timing is not the kernels' start-up
 
     def run_requests(
@@ -303,14 +305,16 @@ def _ray_runner(config: RunConfig) -> RunRequests:
     return functools.partial(run_on_ray, config, config.ray)
 
 
-def _check_oracle(config: RunConfig, todo: list[Request]) -> None:
+def _oracle_lengths(config: RunConfig, todo: list[Request]) -> dict[str, int] | None:
+    """The oracle's lengths, read once, checked to cover every request to run."""
     if config.oracle_lengths is None:
-        return
+        return None
     lengths = read_length_map(config.oracle_lengths)
     missing = [r.request_id for r in todo if r.request_id not in lengths]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:5])
         raise ValueError(f"{config.oracle_lengths}: no length for {len(missing)} request(s): {shown}")
+    return lengths
 
 
 def _model_name(model: str | Path) -> str:

@@ -60,3 +60,30 @@ def test_bad_arguments_fail_before_any_model_loads(argv: list[str], message: str
     assert done.returncode == 2
     assert message in done.stderr
     assert time.monotonic() - start < 3.0 + 2.0  # 3 s asked; the margin is for a loaded CI machine
+
+
+def test_a_misspelled_option_gets_the_subcommands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    from seqsched.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "requests.jsonl", "--predicter", "p"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: seqsched run ")
+    assert "unrecognized arguments: --predicter p" in err
+
+
+def test_one_micro_batch_is_singular() -> None:
+    from seqsched.dry_run import dry_run
+    from seqsched.engine.cost_model import load_cost_model
+    from seqsched.predict.constant import ConstantPredictor
+    from seqsched.request import Request
+    from seqsched.schedule import ScheduleConfig
+
+    cost = load_cost_model("cpu-default-model")
+    one = [Request(0, "a", prompt="hi", max_new_tokens=8)]
+    text = dry_run(one, ConstantPredictor(), ScheduleConfig(), cost, "cpu-default-model", False, 16).describe()
+    assert "plan: 1 micro-batch\n" in text
+    two = [Request(i, f"r{i}", prompt="hi", max_new_tokens=8) for i in range(2)]
+    text = dry_run(two, ConstantPredictor(), ScheduleConfig(batch_size=1), cost, "x", False, 16).describe()
+    assert "plan: 2 micro-batches\n" in text

@@ -148,12 +148,12 @@ def test_bad_paths_fail_before_the_model_loads(
     extra: list[str],
     message: str,
 ) -> None:
-    import seqsched.api
+    import seqsched.build
 
     def no_model(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model must not load before the paths are checked")
 
-    monkeypatch.setattr(seqsched.api, "build_engine", no_model)
+    monkeypatch.setattr(seqsched.build, "build_engine", no_model)
     inp = _write(tmp_path / "requests.jsonl", GOOD)
     argv = [x.format(tmp=tmp_path) for x in extra]
     assert _run(tiny_model_dir, inp, tmp_path / "out.jsonl", *argv) == 2
@@ -168,7 +168,8 @@ def test_an_existing_output_or_journal_is_never_replaced_unasked(
     assert _run(tiny_model_dir, inp, out) == 0
     first = out.read_bytes()
     assert _run(tiny_model_dir, inp, out) == 2
-    assert "out.jsonl exists: pass --resume to continue that job, or --overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "out.jsonl exists: resume that job (--resume, or resume=True in Python), or start afresh" in err
     assert out.read_bytes() == first
     journal = tmp_path / "other.jsonl.partial"
     journal.write_text("")
@@ -199,9 +200,9 @@ def test_resume_reuses_only_unchanged_answers(
     assert _run(tiny_model_dir, inp, out, "--resume", "--max-new-tokens", "7") == 0
     assert not any(x["id"].startswith("kept-") for x in _read(out))
     # Everything answered and unchanged: nothing runs, so the model is never loaded.
-    import seqsched.api
+    import seqsched.build
 
-    monkeypatch.setattr(seqsched.api, "build_engine", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
+    monkeypatch.setattr(seqsched.build, "build_engine", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
     final = out.read_bytes()
     assert _run(tiny_model_dir, inp, out, "--resume", "--max-new-tokens", "7") == 0
     assert out.read_bytes() == final

@@ -94,7 +94,7 @@ def test_bad_continuous_strategies_are_named(name: str, message: str) -> None:
         make_strategy(name, StrategyContext(ScheduleConfig(), predictor_path="p"))
 
 
-@pytest.mark.parametrize("field", ["max_requests", "max_batch_tokens", "num_blocks"])
+@pytest.mark.parametrize("field", ["max_num_seqs", "max_batch_tokens", "num_blocks"])
 def test_bad_sizes_are_named(tiny_engine: HFEngine, field: str) -> None:
     with pytest.raises(ValueError, match=f"{field} \\(0\\) must be >= 1"):
         HFContinuousEngine(tiny_engine, **{field: 0})

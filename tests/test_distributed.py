@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import seqsched
-from seqsched.distributed import RayConfig
+from seqsched.config import RayConfig
 from tests.tiny_model import prompts
 
 ray = pytest.importorskip("ray")
@@ -37,6 +37,7 @@ def test_replicas_answer_as_one_process_does(local_ray: None, tiny_model_dir: Pa
     lengths = tmp_path / "lengths.jsonl"  # oracle lengths that under-predict: FCR re-runs happen on the replicas
     lengths.write_text("".join(json.dumps({"id": f"q{i}", "length": 1 + i % 4}) + "\n" for i in range(12)))
     common = {"model": tiny_model_dir, "oracle_lengths": lengths, "batch_size": 2, "group_size": 4, "fcr": True}
+    common["vbs"] = "off"  # fixed batches of 2, so the under-predicted lengths cap them
     local = seqsched.run(inp, tmp_path / "local.jsonl", device="cpu", num_threads=1, **common)
     spread = seqsched.run(
         inp, tmp_path / "ray.jsonl", device="cpu", num_threads=1, ray=RayConfig(num_workers=2), **common
@@ -73,7 +74,7 @@ def test_bad_ray_config_is_rejected_with_the_value(kwargs: dict, message: str) -
 def test_a_killed_replica_loses_nothing(local_ray: None, tiny_model_dir: Path, tmp_path: Path) -> None:
     import psutil
 
-    from seqsched.api import RunConfig
+    from seqsched.config import RunConfig
     from seqsched.data.batch_io import read_requests
     from seqsched.distributed import run_on_ray
     from seqsched.engine.config import EngineConfig

@@ -20,7 +20,7 @@ def test_the_reader_never_crashes_and_accounts_for_every_line() -> None:
 
 
 def test_a_job_answers_every_valid_line_and_lists_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import seqsched.api
+    import seqsched.build
 
-    monkeypatch.setattr(seqsched.api, "build_engine", lambda *a, **k: AnswerAllEngine())
+    monkeypatch.setattr(seqsched.build, "build_engine", lambda *a, **k: AnswerAllEngine())
     assert fuzz(60, tmp_path).files == 60

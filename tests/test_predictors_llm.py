@@ -177,7 +177,8 @@ def test_a_saved_predictor_moves_with_its_model(tiny_engine: Any, tiny_model_dir
 def test_collect_records_greedy_lengths(tiny_engine: Any, tmp_path: Path) -> None:
     import torch
 
-    from seqsched.data.collect import CollectConfig, collect_lengths, read_prompts
+    from seqsched.collect import CollectConfig, collect_lengths
+    from seqsched.data.prompts import read_prompts
     from seqsched.data.trace_writer import TraceWriter
 
     prompts = tmp_path / "prompts.txt"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from seqsched.bench.metrics import Metrics, compute_metrics
+from seqsched.bench.names import StrategyName, parse_strategy
 from seqsched.engine.base import Engine
 from seqsched.engine.stream import StreamEngine
 from seqsched.pipeline import Pipeline, RunReport
@@ -27,11 +28,12 @@ from seqsched.schedule import ScheduleConfig
 # A predictor, or a factory called once, just before the strategy's first run, with the
 # reports of the strategies that already ran (by name): the live oracle reads vanilla's.
 PredictorSource = LengthPredictor | Callable[[Mapping[str, RunReport]], LengthPredictor]
-WARMUP_TOKENS = 16  # enough decode steps to warm kernels and the allocator
-STREAM_BASES = ("continuous", "vllm")  # strategy names of continuous engines start with one
+PIPELINE_WARMUP_TOKENS = 16  # a pipeline warm-up: enough decode steps to warm kernels and the allocator
 
 
-class Progress(Protocol):
+class Bar(Protocol):
+    """One run's progress bar (a ``tqdm`` is one)."""
+
     def update(self, n: int = 1) -> Any: ...
 
     def close(self) -> Any: ...
@@ -72,11 +74,11 @@ class BenchResult:
     repeat: int = 1
 
     def baseline_of(self, name: str) -> str:
-        base = name.split("+")[0]
-        if base in STREAM_BASES and name != base:
-            return base
+        parsed = _kind(name)
+        if parsed.stream and parsed.switches:
+            return parsed.base
         ran = {r.strategy.name for r in self.results}
-        return self.baseline if self.baseline in ran or base not in STREAM_BASES else name
+        return self.baseline if self.baseline in ran or not parsed.stream else name
 
     def significant(self, name: str, key: str = "requests_per_second") -> bool | None:
         """Whether ``name``'s repeats and its baseline's do not overlap on ``key``; None with
@@ -94,8 +96,7 @@ class BenchResult:
         difference between their figures is noise."""
         groups: dict[object, list[str]] = {}
         for r in self.results:
-            engine = r.strategy.name.split("+")[0] if r.strategy.name.split("+")[0] in STREAM_BASES else "static"
-            key = (engine, r.strategy.schedule.admission, r.report.plan_signature())
+            key = (_kind(r.strategy.name).engine, r.strategy.schedule.admission, r.report.plan_signature())
             groups.setdefault(key, []).append(r.strategy.name)
         return [names for names in groups.values() if len(names) > 1]
 
@@ -119,6 +120,14 @@ class BenchResult:
         return None if base is None else (by_name[name], base)
 
 
+def _kind(name: str) -> StrategyName:
+    """A strategy's parsed name; one made by hand under another name is static."""
+    try:
+        return parse_strategy(name)
+    except ValueError:
+        return StrategyName(name)
+
+
 def fresh_copies(requests: Sequence[Request]) -> list[Request]:
     """Shallow copies: a run mutates status and predicted_len, never the lists inside."""
     return [dataclasses.replace(r) for r in requests]
@@ -131,13 +140,15 @@ def run_strategies(
     repeat: int = 1,
     warmup: bool = True,
     on_run: Callable[[str, int, Metrics], None] | None = None,
-    progress: Callable[[str], Progress] | None = None,
+    progress: Callable[[str], Bar] | None = None,
     on_partial: Callable[[BenchResult], None] | None = None,
+    on_repeat: Callable[[BenchResult], None] | None = None,
 ) -> BenchResult:
     """Run every strategy ``repeat`` times, interleaved; return medians. ``progress(label)``
     makes a bar for one run (a ``tqdm`` is one); it is told of every finished request.
     ``on_partial`` gets the figures so far after every run (a caller saves them, so a
-    stopped bench keeps what it measured)."""
+    stopped bench keeps what it measured); ``on_repeat`` the figures after each full
+    repeat but the last (a caller shows a first table long before the final one)."""
     if repeat < 1:
         raise ValueError(f"repeat ({repeat}) must be >= 1")
     if not strategies:
@@ -172,13 +183,15 @@ def run_strategies(
             if on_partial is not None:
                 ran = [x for x in strategies if runs[x.name]]
                 on_partial(BenchResult([_median(x, runs[x.name], predictors[x.name]) for x in ran], repeat=rep + 1))
+        if on_repeat is not None and rep + 1 < repeat:
+            on_repeat(BenchResult([_median(s, runs[s.name], predictors[s.name]) for s in strategies], repeat=rep + 1))
     return BenchResult([_median(s, runs[s.name], predictors[s.name]) for s in strategies], repeat=repeat)
 
 
 def _warmup(engine: Engine | StreamEngine, requests: Sequence[Request], schedule: ScheduleConfig) -> None:
     """The engine's own hook, then one short untimed batch through the whole pipeline."""
     sample = [
-        dataclasses.replace(r, max_new_tokens=min(r.max_new_tokens, WARMUP_TOKENS))
+        dataclasses.replace(r, max_new_tokens=min(r.max_new_tokens, PIPELINE_WARMUP_TOKENS))
         for r in requests[: schedule.batch_size]
     ]
     engine.warmup(sample)

@@ -1,30 +1,15 @@
-"""Strategy names for `bench` and `simulate`: a predictor plus scheduler switches.
-
-Static batching (HF ``generate``, replay, the simulator):
-
-    name     := base ("+" switch)*
-    base     := vanilla | oracle | seqsch | pia
-    switch   := vbs (the paper's VBS table) | budget (token-budget VBS) | fcr
-              | resume (FCR that keeps a failure's tokens and continues after them)
-              | sort (sort by predicted length only: no VBS, no FCR)
+"""Strategies for `bench` and `simulate`: a parsed name (``bench/names.py``, where the
+grammar is) made into a predictor plus a schedule.
 
 A bare ``oracle``, ``seqsch`` or ``pia`` means the paper's full pipeline, ``+vbs+fcr``;
 ``oracle+sort`` and ``seqsch+sort`` are the paper's plain ``gt`` and ``seqsch`` (sorted
-fixed batches, each run to its longest row's limit);
-with switches, exactly those apply (``oracle+fcr`` is fixed batches with FCR, and
-``seqsch+vbs+resume`` the paper's pipeline with resuming FCR). ``vanilla`` predicts
-every request at its limit and takes no switches.
+fixed batches, each run to its longest row's limit); with switches, exactly those apply
+(``oracle+fcr`` is fixed batches with FCR, and ``seqsch+vbs+resume`` the paper's pipeline
+with resuming FCR). ``vanilla`` predicts every request at its limit.
 
-Continuous batching (a stream plan, ``schedule/stream.py``):
-
-    name     := engine ("+" policy)? ("+kv")? ("+oracle")?
-    engine   := continuous (transformers' continuous batching on the serving model)
-              | vllm (vLLM's offline engine)
-    policy   := sjf | ljf   (none: fcfs, the plain engine)
-
-``+kv`` adds KV-cache admission; ``+oracle`` plans with true lengths (the trace's, or
-those of an earlier run of the same bench) instead of the predictor's. ``vllm`` alone is
-plain vLLM, ``vllm+sjf`` shortest predicted first.
+On a continuous engine, ``+kv`` adds KV-cache admission; ``+oracle`` plans with true
+lengths (the trace's, or those of an earlier run of the same bench) instead of the
+predictor's. ``vllm`` alone is plain vLLM, ``vllm+sjf`` shortest predicted first.
 """
 
 from __future__ import annotations
@@ -35,22 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqsched.bench.runner import STREAM_BASES, Strategy
+from seqsched.bench.names import StrategyName, parse_strategy
+from seqsched.bench.runner import Strategy
 from seqsched.engine.stream import StreamEngine
 from seqsched.pipeline import RunReport
 from seqsched.predict.base import LengthPredictor
 from seqsched.predict.constant import ConstantPredictor
-from seqsched.predict.margin import with_margin
 from seqsched.predict.oracle import OraclePredictor
 from seqsched.request import RequestStatus
 from seqsched.schedule import ScheduleConfig
 from seqsched.schedule.config import FCRMode, Policy, VBSMode
 
-BASES = ("vanilla", "oracle", "seqsch", "pia")
-SWITCHES = ("vbs", "budget", "fcr", "resume", "sort")
 PAPER_SWITCHES = ("vbs", "fcr")
-STREAM_ENGINES = STREAM_BASES
-STREAM_SWITCHES = ("sjf", "ljf", "kv", "oracle")
 
 
 @dataclass(frozen=True)
@@ -67,32 +48,10 @@ class StrategyContext:
     stream_engines: Mapping[str, StreamEngine] = dataclasses.field(default_factory=dict)  # by base name
 
 
-def check_name(name: str) -> None:
-    """Raise ValueError naming what is wrong with a strategy name (no engine needed)."""
-    base, *switches = name.split("+")
-    if base in STREAM_ENGINES:
-        _stream_switches(name, switches)
-        return
-    if base not in BASES:
-        choices = ", ".join(BASES + STREAM_ENGINES)
-        raise ValueError(f"strategy {name!r}: unknown base {base!r}; choose from {choices}")
-    unknown = [s for s in switches if s not in SWITCHES]
-    if unknown:
-        raise ValueError(f"strategy {name!r}: unknown switch {unknown[0]!r}; choose from {', '.join(SWITCHES)}")
-    if base == "vanilla" and switches:
-        raise ValueError(f"strategy {name!r}: {base} takes no switches")
-    if "vbs" in switches and "budget" in switches:
-        raise ValueError(f"strategy {name!r}: choose one of vbs and budget")
-    if "fcr" in switches and "resume" in switches:
-        raise ValueError(f"strategy {name!r}: choose one of fcr (restart) and resume")
-    if "sort" in switches and len(switches) > 1:
-        raise ValueError(f"strategy {name!r}: sort means sorted fixed batches alone; it takes no other switch")
-
-
-def make_strategy(name: str, ctx: StrategyContext) -> Strategy:
-    check_name(name)
-    base, *switches = name.split("+")
-    if base in STREAM_ENGINES:
+def make_strategy(name: str | StrategyName, ctx: StrategyContext) -> Strategy:
+    parsed = name if isinstance(name, StrategyName) else parse_strategy(name)
+    name, base, switches = str(parsed), parsed.base, list(parsed.switches)
+    if parsed.stream:
         return _stream(name, base, switches, ctx)
     if base == "vanilla":
         return Strategy(name, ConstantPredictor(), dataclasses.replace(ctx.schedule, vbs="off", fcr=False), "limit")
@@ -106,19 +65,6 @@ def make_strategy(name: str, ctx: StrategyContext) -> Strategy:
             return Strategy(name, OraclePredictor(ctx.oracle_lengths), schedule, f"true lengths, {detail}")
         return Strategy(name, _oracle_from_vanilla, schedule, f"lengths of the vanilla run, {detail}")
     return Strategy(name, _learned(base, ctx), schedule, f"{_source(base, ctx)}, {detail}")
-
-
-def _stream_switches(name: str, switches: list[str]) -> None:
-    unknown = [s for s in switches if s not in STREAM_SWITCHES]
-    if unknown:
-        choices = ", ".join(STREAM_SWITCHES)
-        raise ValueError(f"strategy {name!r}: unknown switch {unknown[0]!r}; choose from {choices}")
-    if "sjf" in switches and "ljf" in switches:
-        raise ValueError(f"strategy {name!r}: choose one of sjf and ljf")
-    if len(set(switches)) != len(switches):
-        raise ValueError(f"strategy {name!r}: a switch is given twice")
-    if switches == ["oracle"]:
-        raise ValueError(f"strategy {name!r}: +oracle needs a policy or +kv to use the lengths for")
 
 
 def _stream(name: str, base: str, switches: list[str], ctx: StrategyContext) -> Strategy:
@@ -143,9 +89,9 @@ def _stream(name: str, base: str, switches: list[str], ctx: StrategyContext) -> 
 def _continuous_engine(name: str, ctx: StrategyContext) -> StreamEngine:
     if getattr(ctx.engine, "model", None) is None:
         raise ValueError(f"strategy {name!r} runs continuous batching on a model: it needs one (not the simulator)")
-    from seqsched.engine.continuous import HFContinuousEngine
+    from seqsched.build import build_engine
 
-    return HFContinuousEngine(ctx.engine, max_requests=ctx.schedule.max_batch_size)
+    return build_engine(ctx.engine.config, "continuous", hf=ctx.engine)  # sized as VLLMConfig's defaults
 
 
 def lengths_from_report(report: RunReport) -> dict[str, int]:
@@ -168,10 +114,9 @@ def _learned(base: str, ctx: StrategyContext) -> LengthPredictor:
         return PiAPredictor(model, tokenizer)
     if ctx.predictor_path is None:
         raise ValueError("strategy 'seqsch' needs a saved predictor (--predictor PATH)")
-    from seqsched.predict.registry import load_predictor
+    from seqsched.build import load_saved_predictor
 
-    predictor = load_predictor(ctx.predictor_path, model=model, tokenizer=tokenizer)
-    return with_margin(predictor, ctx.margin_scale, ctx.margin_add)
+    return load_saved_predictor(ctx.predictor_path, ctx.engine, ctx.margin_scale, ctx.margin_add)
 
 
 def _source(base: str, ctx: StrategyContext) -> str:

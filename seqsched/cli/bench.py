@@ -17,12 +17,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqsched.cli import UsageError, check_output
 from seqsched.cli.engine_args import add_dry_run_args, add_engine_args, engine_config, vllm_config
 from seqsched.cli.help import HelpFormatter
-from seqsched.cli.simulate import add_schedule_args, add_stream_args, base_schedule, run_bench
+
+if TYPE_CHECKING:
+    from seqsched.bench.driver import BenchOptions
+    from seqsched.engine.config import EngineConfig
+    from seqsched.request import Request
+from seqsched.cli.bench_args import add_schedule_args, add_stream_args, bench_options
 
 
 def add_parser(subparsers: Any) -> None:
@@ -69,22 +74,21 @@ BUILTIN_MAX_NEW_TOKENS = 256
 
 
 def main(args: argparse.Namespace) -> int:
-    from seqsched.bench.strategies import check_name
+    from seqsched.bench.driver import run_bench
+    from seqsched.build import build_engine
 
     if args.predictor is not None and not Path(args.predictor).is_dir():
         raise UsageError(f"--predictor {args.predictor} is not a directory (a saved predictor)")
     check_output(args.output)
     check_output(args.plot, "--plot")
     _fill_defaults(args)
-    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
-    for name in names:  # before any model loads
-        check_name(name)
     mode = args.mode or ("replay" if args.trace is not None else "live")
     if mode == "replay" and args.trace is None:
         raise UsageError("--mode replay needs --trace")
     if mode == "live" and args.trace is not None:
         raise UsageError("a trace is replayed: use --mode replay with --trace, or --prompts for live")
     engine_cfg, sizes = engine_config(args), vllm_config(args)
+    options = bench_options(args)  # strategy names checked before any model loads
     if mode == "replay":
         requests, oracle_lengths, source = _replay_requests(args)
     else:
@@ -95,19 +99,13 @@ def main(args: argparse.Namespace) -> int:
 
             oracle_lengths = read_length_map(args.oracle_lengths)
     if args.dry_run:
-        return _dry_run(args, names, requests, oracle_lengths, engine_cfg)
-    bases = {name.split("+")[0] for name in names}
-    hf = _engine(engine_cfg) if bases - {"vllm"} else None
+        return _dry_run(args, options, requests, oracle_lengths, engine_cfg)
+    engines = {name.engine for name in options.strategies}
+    hf = build_engine(engine_cfg, "hf") if engines - {"vllm"} else None
     stream_engines: dict[str, Any] = {}
-    if hf is not None and "continuous" in bases:
-        from seqsched.engine.continuous import HFContinuousEngine
-
-        stream_engines["continuous"] = HFContinuousEngine(
-            hf, max_requests=args.max_num_seqs, num_blocks=args.num_gpu_blocks
-        )
-    if "vllm" in bases:
-        from seqsched.api import build_engine
-
+    if hf is not None and "continuous" in engines:
+        stream_engines["continuous"] = build_engine(engine_cfg, "continuous", sizes, hf=hf)
+    if "vllm" in engines:
         stream_engines["vllm"] = build_engine(engine_cfg, "vllm", sizes)
     engine = hf if hf is not None else stream_engines["vllm"]
     config = {
@@ -124,18 +122,17 @@ def main(args: argparse.Namespace) -> int:
         "continuous_engines": {"kinds": sorted(stream_engines), **vars(sizes)},
     }
     title = f"{mode}: {source}"
-    return run_bench(args, engine, requests, oracle_lengths, config, title=title, stream_engines=stream_engines)
+    return run_bench(options, engine, requests, oracle_lengths, config, title=title, stream_engines=stream_engines)
 
 
 def _dry_run(
     args: argparse.Namespace,
-    names: list[str],
-    requests: list[Any],
+    options: BenchOptions,
+    requests: list[Request],
     oracle_lengths: dict[str, int] | None,
-    engine_cfg: Any,
+    engine_cfg: EngineConfig,
 ) -> int:
     """Each strategy's plan and modelled time from its own predictions, side by side."""
-    from seqsched.bench.runner import STREAM_BASES
     from seqsched.bench.strategies import StrategyContext, make_strategy
     from seqsched.dry_run import dry_run, model_holder
     from seqsched.engine.cost_model import load_cost_model
@@ -143,11 +140,11 @@ def _dry_run(
     from seqsched.predict.base import LengthPredictor
 
     cost = load_cost_model(args.cost_model)
-    base = base_schedule(args)
     continuous = SimulatedContinuousEngine(cost, args.max_num_seqs)
-    holder = model_holder(args.predictor, engine_cfg, needs_model=any(n.startswith("pia") for n in names))
+    needs_model = any(n.base == "pia" for n in options.strategies)
+    holder = model_holder(args.predictor, engine_cfg, needs_model=needs_model)
     ctx = StrategyContext(
-        base,
+        options.schedule,
         holder,
         oracle_lengths,
         args.predictor,
@@ -157,21 +154,20 @@ def _dry_run(
     )
     print(f"dry run: {len(requests)} requests, cost model {args.cost_model}; nothing generated")
     print(f"{'strategy':24} {'batches':>7} {'pred. s':>8} {'req/s':>7} {'mean s':>7}  predicted lengths")
-    for name in names:
+    for name in options.strategies:
         strategy = make_strategy(name, ctx)
         if not isinstance(strategy.predictor, LengthPredictor):
-            print(f"{name:24} lengths come from the vanilla run: not known before running")
+            print(f"{name!s:24} lengths come from the vanilla run: not known before running")
             continue
-        stream = name.split("+")[0] in STREAM_BASES
         plan = dry_run(
-            requests, strategy.predictor, strategy.schedule, cost, args.cost_model, stream, args.max_num_seqs
+            requests, strategy.predictor, strategy.schedule, cost, args.cost_model, name.stream, args.max_num_seqs
         )
         seconds, n = plan.report.wall_seconds, len(requests)
         mean = sum(r.completed_at for r in plan.report.results) / n
         ordered = sorted(plan.predicted)
-        batches = "-" if stream else str(len(plan.report.batches))
+        batches = "-" if name.stream else str(len(plan.report.batches))
         print(
-            f"{name:24} {batches:>7} {seconds:8.1f} {n / seconds if seconds else 0:7.2f} {mean:7.1f}  "
+            f"{name!s:24} {batches:>7} {seconds:8.1f} {n / seconds if seconds else 0:7.2f} {mean:7.1f}  "
             f"median {ordered[n // 2]}, max {ordered[-1]}"
         )
     print("times assume every prediction is right; vanilla's prediction is the limit")
@@ -180,7 +176,7 @@ def _dry_run(
 
 def _fill_defaults(args: argparse.Namespace) -> None:
     """The built-in benchmark when nothing is given; otherwise plain defaults."""
-    from seqsched.api import DEFAULT_PREDICTOR, DEFAULT_PROXY
+    from seqsched.build import DEFAULT_PREDICTOR, DEFAULT_PROXY
 
     builtin = args.model is None and args.prompts is None and args.trace is None
     shipped = DEFAULT_PREDICTOR if args.engine == "hf" else DEFAULT_PROXY
@@ -212,7 +208,7 @@ def _live_requests(args: argparse.Namespace) -> tuple[list[Any], str]:
     from seqsched.data.batch_io import read_requests
 
     if args.prompts is not None:
-        from seqsched.data.collect import is_request_file, read_prompts
+        from seqsched.data.prompts import is_request_file, read_prompts
 
         if not is_request_file(args.prompts):  # one prompt per line
             return read_prompts(args.prompts, args.max_new_tokens), str(args.prompts)
@@ -250,11 +246,3 @@ def _as_requests(items: Any, max_new_tokens: int) -> list[Any]:
         raise ValueError("the default workload is empty")
     return requests
 
-
-def _engine(config: Any) -> Any:
-    from seqsched.engine.hf import HFEngine
-
-    try:
-        return HFEngine(config)
-    except OSError as e:
-        raise FileNotFoundError(f"model {config.model!r}: cannot load it ({e})") from e

@@ -56,7 +56,7 @@ def int_list(text: str, option: str) -> list[int]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from seqsched.api import resolve_model
+    from seqsched.build import resolve_model
     from seqsched.cli import check_output
     from seqsched.engine.config import EngineConfig
 

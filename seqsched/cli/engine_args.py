@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-ENGINES = ("hf", "continuous", "vllm")
+from seqsched.config import ENGINE_KINDS
+from seqsched.engine.config import EngineConfig, VLLMConfig
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",
-        choices=ENGINES,
+        choices=ENGINE_KINDS,
         default="hf",
         help="hf: static batching with transformers' generate (the paper's setting); continuous: "
         "transformers' continuous batching; vllm: vLLM's offline engine (install it with "
@@ -110,18 +111,15 @@ def add_plan_args(g: Any) -> None:
     )
 
 
-def engine_config(args: argparse.Namespace) -> Any:
-    from seqsched.api import resolve_model
-    from seqsched.engine.config import EngineConfig
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    from seqsched.build import resolve_model
 
     return EngineConfig(
         model=str(resolve_model(args.model)), device=args.device, dtype=args.dtype, num_threads=resolve_threads(args)
     )
 
 
-def vllm_config(args: argparse.Namespace) -> Any:
-    from seqsched.engine.config import VLLMConfig
-
+def vllm_config(args: argparse.Namespace) -> VLLMConfig:
     return VLLMConfig(
         max_num_seqs=args.max_num_seqs,
         num_gpu_blocks=args.num_gpu_blocks,

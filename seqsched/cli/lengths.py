@@ -67,9 +67,10 @@ CHUNK_BATCHES = 4  # micro-batches of prompts per saved chunk
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from seqsched.api import resolve_model
+    from seqsched.build import build_engine, resolve_model
     from seqsched.cli import UsageError
-    from seqsched.data.collect import CollectConfig, collect_lengths, read_prompts
+    from seqsched.collect import CollectConfig, collect_lengths
+    from seqsched.data.prompts import read_prompts
     from seqsched.data.trace_writer import TraceWriter
     from seqsched.engine.config import EngineConfig
 
@@ -97,7 +98,8 @@ def main(args: argparse.Namespace) -> int:
             f"{len(todo)} to go" + (f" (cut a torn last line of {writer.num_cut} bytes)" if writer.num_cut else ""),
             file=sys.stderr,
         )
-    engine = _engine(EngineConfig(model=model, device=args.device, dtype=args.dtype, num_threads=resolve_threads(args)))
+    threads = resolve_threads(args)
+    engine = build_engine(EngineConfig(model=model, device=args.device, dtype=args.dtype, num_threads=threads))
     errors: list[str] = []
 
     def save(records: list[dict[str, Any]], failed: list[str]) -> None:
@@ -135,11 +137,3 @@ def _prompts_path(args: argparse.Namespace) -> Path:
         raise UsageError(f"prompts file {path} does not exist")
     return Path(path)
 
-
-def _engine(config: Any) -> Any:
-    from seqsched.engine.hf import HFEngine  # imports torch
-
-    try:
-        return HFEngine(config)
-    except OSError as e:  # the loader's errors name the model and what is wrong
-        raise FileNotFoundError(str(e)) from e

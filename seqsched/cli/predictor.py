@@ -8,10 +8,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqsched.cli.engine_args import add_threads_arg, resolve_threads
 from seqsched.cli.help import HelpFormatter
+
+if TYPE_CHECKING:
+    from seqsched.data.traces import Trace
+    from seqsched.predict.base import LengthPredictor
 
 TRAIN_KINDS = ("proxy", "probe", "lora", "constant")
 EVAL_KINDS = ("pia", "oracle", "constant")  # kinds scored without a saved directory
@@ -196,7 +200,7 @@ def _warn_overlap(args: argparse.Namespace, trace: Any, prompts: dict[str, str] 
 
 def _data(args: argparse.Namespace) -> tuple[Any, dict[str, str] | None]:
     from seqsched.cli import UsageError
-    from seqsched.data.collect import read_prompts
+    from seqsched.data.prompts import read_prompts
     from seqsched.data.traces import Trace, read_trace
 
     trace = read_trace(args.trace)
@@ -218,7 +222,7 @@ def _data(args: argparse.Namespace) -> tuple[Any, dict[str, str] | None]:
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, Any]:
-    from seqsched.api import resolve_model
+    from seqsched.build import resolve_model
     from seqsched.engine.config import EngineConfig
     from seqsched.engine.loading import load_model
 
@@ -226,7 +230,7 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any]:
     return load_model(config)
 
 
-def _new_predictor(args: argparse.Namespace) -> Any:
+def _new_predictor(args: argparse.Namespace) -> LengthPredictor:
     if args.kind == "constant":
         from seqsched.predict.constant import ConstantPredictor
 
@@ -256,7 +260,7 @@ def _new_predictor(args: argparse.Namespace) -> Any:
     return LoraPredictor(model, tokenizer, args.limit, lora)
 
 
-def _eval_predictor(args: argparse.Namespace, trace: Any) -> Any:
+def _eval_predictor(args: argparse.Namespace, trace: Trace) -> LengthPredictor:
     if args.kind == "oracle":
         from seqsched.predict.oracle import OraclePredictor
 

@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqsched.cli.engine_args import (
     add_dry_run_args,
@@ -24,6 +24,10 @@ from seqsched.cli.engine_args import (
 )
 from seqsched.cli.help import HelpFormatter
 from seqsched.data.batch_input import DEFAULT_MAX_LINE_BYTES
+
+if TYPE_CHECKING:
+    from seqsched.config import RunConfig
+    from seqsched.job import RunSummary
 
 EXIT_SOME_FAILED = 3
 
@@ -99,7 +103,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--worker-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica")
     p.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs Ray reserves per replica")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
-    add_dry_run_args(p, "the predicted lengths and the plan")
+    add_dry_run_args(p, "the predicted lengths (mean, median, p90, how many at their limit) and the plan")
     add_engine_args(p)
     add_policy_args(p, policy_default=None)
     p.set_defaults(func=main)
@@ -124,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
-    from seqsched.api import build_predictor
+    from seqsched.build import build_predictor
     from seqsched.data.batch_io import read_requests
     from seqsched.dry_run import dry_run, model_holder
     from seqsched.engine.cost_model import load_cost_model
@@ -164,10 +168,10 @@ def _plan_words(schedule: Any, stream: bool) -> str:
     return f"batch {schedule.batch_size}, group {schedule.group_size}, vbs {schedule.vbs}, {fcr}"
 
 
-def _execute(args: argparse.Namespace) -> Any:
+def _execute(args: argparse.Namespace) -> RunSummary:
     from tqdm import tqdm
 
-    from seqsched.api import execute
+    from seqsched.job import execute
 
     config = _config(args)
     data = _stdin(args)
@@ -180,14 +184,11 @@ def _stdin(args: argparse.Namespace) -> bytes | None:
     return sys.stdin.buffer.read() if str(args.input) == "-" else None
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from seqsched.api import RunConfig
-    from seqsched.distributed import RayConfig
-    from seqsched.schedule import ScheduleConfig
+def _config(args: argparse.Namespace) -> RunConfig:
+    from seqsched.config import RayConfig, RunConfig, job_schedule
 
     learned = args.predictor is not None or args.oracle_lengths is not None
-    fcr_mode = args.fcr_mode or ("restart" if args.fcr else ("resume" if learned else "off"))
-    config = RunConfig(
+    return RunConfig(
         input_path=args.input,
         output_path=args.output if args.output is not None else Path("dry-run.jsonl"),  # never written
         engine=engine_config(args),
@@ -206,24 +207,24 @@ def _config(args: argparse.Namespace) -> Any:
         else RayConfig(args.workers, num_cpus=args.worker_cpus, num_gpus=args.worker_gpus, address=args.ray_address),
         margin_scale=args.margin_scale,
         margin_add=args.margin_add,
-        schedule=ScheduleConfig(
+        schedule=job_schedule(
+            learned,
+            vbs=args.vbs,
+            fcr_mode=args.fcr_mode,
+            fcr=True if args.fcr else None,
+            policy=args.policy,
             batch_size=args.batch_size,
             group_size=args.group_size,
-            vbs=args.vbs or ("paper" if learned else "off"),
             token_budget=args.token_budget,
-            fcr=fcr_mode != "off",
-            fcr_mode="resume" if fcr_mode == "resume" else "restart",
-            policy=args.policy or ("sjf" if args.predictor or args.oracle_lengths else "fcfs"),
             admission=args.admission,
             kv_margin=args.kv_margin,
             max_bypass=args.max_bypass,
             paper_exact=args.paper_exact,
         ),
     )
-    return config
 
 
-def _report(summary: Any) -> int:
+def _report(summary: RunSummary) -> int:
     m = summary.metrics
     halved = summary.num_oom_splits
     print(

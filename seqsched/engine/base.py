@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from seqsched.request import Outcome, Request
 from seqsched.schedule import MicroBatch
 
+WARMUP_TOKENS = 4  # decode steps of an engine's own warm-up run
+
 
 class OutOfMemory(RuntimeError):
     """An engine ran out of memory on a micro-batch (CUDA OOM, a failed CPU allocation).

@@ -52,10 +52,10 @@ class HFContinuousEngine(StreamEngine):
     name = "hf-continuous"
 
     def __init__(
-        self, engine: HFEngine, max_requests: int = 256, max_batch_tokens: int = 2048, num_blocks: int | None = None
+        self, engine: HFEngine, max_num_seqs: int = 256, max_batch_tokens: int = 2048, num_blocks: int | None = None
     ) -> None:
-        """``max_requests``: sequences decoding at once. The paged KV cache holds
-        ``num_blocks`` pages (default: enough for ``max_requests`` requests at their full
+        """``max_num_seqs``: sequences decoding at once. The paged KV cache holds
+        ``num_blocks`` pages (default: enough for ``max_num_seqs`` requests at their full
         length), and each step processes at most ``max_batch_tokens`` tokens (decodes
         plus prefill chunks)."""
         if not hasattr(engine.model, "init_continuous_batching"):
@@ -63,16 +63,16 @@ class HFContinuousEngine(StreamEngine):
                 f"continuous batching needs a transformers model with init_continuous_batching; "
                 f"{type(engine.model).__name__} has none"
             )
-        if max_requests < 1:
-            raise ValueError(f"max_requests ({max_requests}) must be >= 1")
+        if max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs ({max_num_seqs}) must be >= 1")
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens ({max_batch_tokens}) must be >= 1")
         if num_blocks is not None and num_blocks < 1:
             raise ValueError(f"num_blocks ({num_blocks}) must be >= 1")
-        from transformers.generation import ContinuousBatchingConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         self.engine = engine
-        self.max_requests = max_requests
+        self.max_num_seqs = max_num_seqs
         self.max_batch_tokens = max_batch_tokens
         self.num_blocks = num_blocks
         self.block_size = int(ContinuousBatchingConfig().page_size)
@@ -106,21 +106,21 @@ class HFContinuousEngine(StreamEngine):
 
     def start(self, plan: StreamPlan, requests: Sequence[Request]) -> None:
         from transformers import GenerationConfig
-        from transformers.generation import ContinuousBatchingConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         _check_supported(requests)
         longest = max(r.num_prompt_tokens + r.max_new_tokens for r in requests)
         engine = self.engine
-        generation_config = GenerationConfig(
+        generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
             do_sample=False,
             max_new_tokens=max(r.remaining_tokens for r in requests),
             eos_token_id=engine.eos_token_ids or None,
             pad_token_id=engine.pad_token_id,
         )
         cb_config = ContinuousBatchingConfig(
-            max_requests_per_batch=self.max_requests,
+            max_requests_per_batch=self.max_num_seqs,
             max_batch_tokens=max(self.max_batch_tokens, longest),
-            num_blocks=self.num_blocks or self.max_requests * -(-longest // self.block_size),
+            num_blocks=self.num_blocks or self.max_num_seqs * -(-longest // self.block_size),
         )
         self._manager = engine.model.init_continuous_batching(
             generation_config=generation_config, continuous_batching_config=cb_config

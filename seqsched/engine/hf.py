@@ -29,7 +29,7 @@ from typing import Any, cast
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from seqsched.engine.base import BatchRun, Engine, OutOfMemory
+from seqsched.engine.base import WARMUP_TOKENS, BatchRun, Engine, OutOfMemory
 from seqsched.engine.config import EngineConfig
 from seqsched.engine.loading import load_model
 from seqsched.engine.prompts import cut, eos_token_ids, stop_at, tokenize_all
@@ -37,8 +37,6 @@ from seqsched.engine.replay import ReplayLengths
 from seqsched.engine.sampling import RowSampler
 from seqsched.request import Outcome, Request
 from seqsched.schedule import MicroBatch
-
-WARMUP_TOKENS = 4
 
 
 class HFEngine(Engine):

@@ -96,7 +96,7 @@ def make_random_model(
     default = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, dtype))
     try:
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
     finally:
         torch.set_default_dtype(default)
     if out.exists():

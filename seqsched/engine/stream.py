@@ -15,10 +15,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from seqsched.engine.base import WARMUP_TOKENS
 from seqsched.request import Outcome, Request
 from seqsched.schedule import StreamPlan
 
-WARMUP_TOKENS = 4
 WARMUP_REQUESTS = 4
 
 

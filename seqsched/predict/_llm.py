@@ -103,7 +103,7 @@ def greedy_completions(
     model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int
 ) -> list[str]:
     """Greedy continuations of token-id prompts (left-padded batches), decoded as text."""
-    config = GenerationConfig(
+    config = GenerationConfig(  # type: ignore[no-untyped-call]
         max_new_tokens=max_new_tokens,
         do_sample=False,
         pad_token_id=pad_id(tokenizer),

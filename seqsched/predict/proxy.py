@@ -188,7 +188,8 @@ class ProxyPredictor(LengthPredictor):
     def _embed(self, x: sparse.csr_matrix) -> np.ndarray:
         assert self._svd is not None
         embedding = self._svd.transform(x).astype(np.float32)
-        return embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
+        unit: np.ndarray = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
+        return unit
 
     def _out_of_fold(self, x: sparse.csr_matrix, embedding: np.ndarray, targets: np.ndarray, bag: int) -> np.ndarray:
         """Level-1 features of every training prompt from models that did not see it."""

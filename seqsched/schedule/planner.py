@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from seqsched.request import Request
 from seqsched.schedule.batch import MicroBatch
 from seqsched.schedule.config import ScheduleConfig
+from seqsched.schedule.prediction import clamped_prediction, raw_prediction
 from seqsched.schedule.vbs import PAPER_MIN_ROWS, batch_size_fn, bin_ceiling
 
 
@@ -36,7 +37,7 @@ def plan_group(requests: Sequence[Request], cfg: ScheduleConfig) -> list[MicroBa
         return []
     # Sorting and bins: the clamped prediction, or, as in the paper's code, the raw one
     # (a prediction of 0 in bin 0, one over the limit after those at it); caps are clamped.
-    predicted = {r.index: _raw_prediction(r) if cfg.paper_exact else _clamped_prediction(r) for r in requests}
+    predicted = {r.index: raw_prediction(r) if cfg.paper_exact else clamped_prediction(r) for r in requests}
     limit = {r.index: r.remaining_tokens for r in requests}
     order = [r.index for r in sorted(requests, key=lambda r: (predicted[r.index], r.index))]
     if cfg.vbs == "off":
@@ -77,15 +78,6 @@ def is_failure(request: Request, batch: MicroBatch, finished: bool, num_output_t
     return (
         not finished and batch.max_new_tokens < request.remaining_tokens and num_output_tokens >= batch.max_new_tokens
     )
-
-
-def _clamped_prediction(request: Request) -> int:
-    return min(max(1, _raw_prediction(request)), request.remaining_tokens)
-
-
-def _raw_prediction(request: Request) -> int:
-    assert request.predicted_len is not None, f"request {request.request_id!r} has no prediction"
-    return max(0, int(request.predicted_len))
 
 
 def _vbs_chunks(

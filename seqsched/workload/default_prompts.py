@@ -14,6 +14,7 @@ even a topic), whatever the seeds.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 __all__ = ["FAMILIES", "default_prompts", "predictor_training_prompts"]
 
@@ -110,7 +111,7 @@ _SUFFIXES = ["", "", "", "Be concise.", "Please be thorough.", "Use simple langu
 # name: (weight, template, topic pool, other slots, takes a suffix).  A topic is a
 # tuple of slot values (or a single value); other slots are shared modifiers,
 # never split.  Short-answer families take no suffix (it would contradict them).
-FAMILIES: dict[str, tuple[float, str, list, dict, bool]] = {
+FAMILIES: dict[str, tuple[float, str, list[Any], dict[str, list[str]], bool]] = {
     "capital": (6, "{n}", _COUNTRIES, {"n": ["What is the capital of {0}?",
                 "Name the capital city of {0}.",
                 "Which city is the capital of {0}? Answer with one word."]}, False),
@@ -139,11 +140,11 @@ FAMILIES: dict[str, tuple[float, str, list, dict, bool]] = {
 # fmt: on
 
 
-def _half(pool: list, part: int) -> list:
+def _half(pool: list[Any], part: int) -> list[Any]:
     return pool[part::2]
 
 
-def _render(template: str, topic, mods: dict[str, str], suffix: str) -> str:
+def _render(template: str, topic: object, mods: dict[str, str], suffix: str) -> str:
     values = topic if isinstance(topic, tuple) else (topic,)
     for key, val in mods.items():  # a modifier may itself hold "{0}"
         template = template.replace("{" + key + "}", val)

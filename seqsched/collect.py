@@ -6,22 +6,17 @@ Output, one JSON object per line (the JSONL format ``seqsched.data.traces`` read
 ``{"id", "instruction", "L_t0.0", "L_t0.3", ...}``; ``instruction`` holds the prompt text
 (a chat request's contents joined by newlines), so the trace alone can train a predictor.
 
-Prompts: a request file (the JSONL that ``seqsched run`` reads; its ``max_tokens`` and
-``messages`` are honoured), or any other file read as plain text, one prompt per line
-(ids ``prompt-<line>``). A file is a request file when its first non-blank line is a
-JSON object.
+Prompts come from ``seqsched.data.prompts``. This runs the pipeline, so it is a job, not
+data I/O: it sits above the engines, beside ``seqsched.job``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from seqsched.data.batch_io import read_requests
 from seqsched.engine.base import Engine
 from seqsched.pipeline import Pipeline
 from seqsched.predict.constant import ConstantPredictor
@@ -55,32 +50,6 @@ class CollectConfig:
 def length_field(temperature: float) -> str:
     """The trace field of a temperature, as the paper names it: 0.3 -> ``L_t0.3``."""
     return f"L_t{float(temperature)}"
-
-
-def is_request_file(path: str | Path) -> bool:
-    """A request JSONL (its first non-blank line is a JSON object), not plain prompt lines."""
-    with Path(path).open(encoding="utf-8", errors="replace") as f:
-        first = next((line for line in f if line.strip()), None)
-    return first is not None and _is_json_object(first)
-
-
-def read_prompts(path: str | Path, max_new_tokens: int = 512) -> list[Request]:
-    """Requests from a request JSONL, or from a plain text file (one prompt per line)."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    first = next((line for line in text.splitlines() if line.strip()), None)
-    if first is None:
-        raise ValueError(f"{path}: empty file: no prompts in it")
-    if _is_json_object(first):
-        requests, errors = read_requests(path, max_new_tokens, require_custom_id=False)
-        if errors:
-            raise ValueError(f"{errors[0].message} (and {len(errors) - 1} more bad lines)")
-        return requests
-    return [
-        Request(index=n - 1, request_id=f"prompt-{n}", prompt=line, max_new_tokens=max_new_tokens)
-        for n, line in enumerate(text.splitlines(), start=1)
-        if line.strip()
-    ]
 
 
 def collect_lengths(
@@ -146,9 +115,3 @@ def _fresh(request: Request, temperature: float, seed: int) -> Request:
         target_len=None,
     )
 
-
-def _is_json_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except json.JSONDecodeError:
-        return False

@@ -25,13 +25,14 @@ engines with a priority queue: vLLM's ``priority`` policy), and an admission rul
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from seqsched.request import Request
 from seqsched.schedule.config import ScheduleConfig
+from seqsched.schedule.prediction import clamped_prediction
+from seqsched.schedule.queue import bounded_order
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def plan_stream(
         order = indices
     else:
         sign = 1 if cfg.policy == "sjf" else -1
-        keys = [sign * _clamped_prediction(r) for r in requests]
+        keys = [sign * clamped_prediction(r) for r in requests]
         order = [indices[i] for i in bounded_sort(keys, cfg.max_bypass)]
     priority = {index: rank for rank, index in enumerate(order)}
     if cfg.admission == "none":
@@ -157,36 +158,13 @@ def plan_stream(
 def bounded_sort(keys: Sequence[float], max_bypass: int | None) -> list[int]:
     """Positions sorted by key (ties by position), except that no position is overtaken
     by more than ``max_bypass`` later positions: when the oldest waiting position has
-    been overtaken that often, it goes next. ``None``: a plain stable sort."""
-    n = len(keys)
-    if max_bypass is None or max_bypass >= n:
-        return sorted(range(n), key=lambda i: (keys[i], i))
-    heap = [(key, i) for i, key in enumerate(keys)]
-    heapq.heapify(heap)
-    placed = [False] * n
-    order: list[int] = []
-    oldest = 0
-    while len(order) < n:
-        while placed[oldest]:
-            oldest += 1
-        # Every position before ``oldest`` is placed, so the placed ones after it number:
-        overtaken = len(order) - oldest
-        if overtaken >= max_bypass:
-            pick = oldest
-        else:
-            while placed[heap[0][1]]:
-                heapq.heappop(heap)
-            pick = heapq.heappop(heap)[1]
-        placed[pick] = True
-        order.append(pick)
-    return order
-
-
-def _clamped_prediction(request: Request) -> int:
-    assert request.predicted_len is not None, f"request {request.request_id!r} has no prediction"
-    return min(max(1, int(request.predicted_len)), request.remaining_tokens)
+    been overtaken that often, it goes next. ``None``: a plain stable sort. The online
+    server's queue with every request there at once (``schedule/queue.py``)."""
+    if max_bypass is None or max_bypass >= len(keys):
+        return sorted(range(len(keys)), key=lambda i: (keys[i], i))
+    return bounded_order(list(keys), max_bypass)
 
 
 def _reservation(request: Request, margin: float) -> int:
-    output = min(request.remaining_tokens, math.ceil(margin * _clamped_prediction(request)))
+    output = min(request.remaining_tokens, math.ceil(margin * clamped_prediction(request)))
     return request.num_prompt_tokens + len(request.output_prefix) + output

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from seqsched.cli.help import HelpFormatter
 
 # subcommand -> module in seqsched.cli; each module has add_parser(subparsers) and main(args)
-SUBCOMMANDS = ["run", "bench", "simulate", "calibrate", "lengths", "predictor"]
+SUBCOMMANDS = ["run", "serve", "bench", "simulate", "calibrate", "lengths", "predictor"]
 
 
 class UsageError(Exception):

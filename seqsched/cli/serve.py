@@ -1,0 +1,148 @@
+"""`seqsched serve`: an OpenAI-compatible server that schedules by predicted length.
+
+Each request's output length is predicted on arrival (the shipped text proxy, or
+--predictor); seqsched keeps its own queue and forwards a request only while an upstream
+has a free slot (--max-inflight), shortest predicted first (--policy sjf, with an aging
+bound: --max-bypass), and passes the prediction on as vLLM's `priority`.
+
+Two ways to run it:
+- `seqsched serve --model M` starts a local vLLM OpenAI server on loopback (priority
+  scheduling, --max-num-seqs slots), waits until it is healthy, fronts it, and stops it
+  on exit.
+- `seqsched serve --upstream URL [--upstream URL ...]` fronts servers you already run
+  (vLLM, SGLang, `transformers serve`, ...); requests go to the one with the least
+  predicted work outstanding (--routing).
+
+Endpoints: /v1/chat/completions and /v1/completions (streamed or not), /v1/models,
+/health, /metrics (Prometheus). SIGTERM stops taking requests and lets those in flight
+finish (--drain-timeout)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from seqsched.cli.help import HelpFormatter
+from seqsched.serve.config import DEFAULT_MAX_BYPASS, DEFAULT_MAX_INFLIGHT, ServeConfig
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="an OpenAI-compatible server that schedules by predicted length, in front of vLLM",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", help="start a local vLLM server for this model (a directory or a hub id)")
+    where.add_argument("--upstream", action="append", help="an OpenAI-compatible server's base URL (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="where seqsched listens (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="seqsched's port")
+    g = p.add_argument_group("scheduling")
+    g.add_argument("--policy", choices=["fcfs", "sjf", "ljf"], default="sjf", help="order of the waiting queue")
+    g.add_argument(
+        "--max-bypass",
+        type=int,
+        default=DEFAULT_MAX_BYPASS,
+        help="aging bound: no request is overtaken by more than this many later ones (-1: no bound)",
+    )
+    g.add_argument(
+        "--max-inflight",
+        type=int,
+        default=None,
+        help=f"requests forwarded to one upstream at once (default: --max-num-seqs with --model, else "
+        f"{DEFAULT_MAX_INFLIGHT}, vLLM's default max_num_seqs)",
+    )
+    g.add_argument("--routing", choices=["least-work", "round-robin"], default="least-work", help="across upstreams")
+    g.add_argument(
+        "--priority",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="send the predicted length as vLLM's priority (auto: to vLLM upstreams)",
+    )
+    g.add_argument("--predictor", type=Path, help="a saved predictor directory (default: the shipped text proxy)")
+    g.add_argument("--trace", type=Path, help="append prompt, predicted and actual length of each request (JSONL)")
+    lim = p.add_argument_group("limits and timeouts")
+    lim.add_argument("--max-request-bytes", type=int, default=1 << 20, help="larger bodies get a 413")
+    lim.add_argument("--max-tokens-limit", type=int, default=None, help="a larger max_tokens gets a 400")
+    lim.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach an upstream")
+    lim.add_argument("--upstream-timeout", type=float, default=600.0, help="seconds between an upstream's bytes")
+    lim.add_argument("--queue-timeout", type=float, default=600.0, help="seconds a request may wait for a slot")
+    lim.add_argument("--drain-timeout", type=float, default=30.0, help="on SIGTERM, seconds for requests in flight")
+    v = p.add_argument_group("the local vLLM (--model)")
+    v.add_argument("--max-num-seqs", type=int, default=256, help="vLLM's requests running at once")
+    v.add_argument("--dtype", default="auto", help="vLLM's --dtype")
+    v.add_argument("--max-model-len", type=int, default=None, help="vLLM's --max-model-len")
+    v.add_argument("--kv-cache-gib", type=float, default=None, help="KV-cache memory (default on a CPU: 1 GiB)")
+    v.add_argument("--num-gpu-blocks", type=int, default=None, help="vLLM's --num-gpu-blocks-override")
+    v.add_argument("--served-model-name", default=None, help="the model name clients use")
+    v.add_argument("--threads", type=int, default=1, help="vLLM's OpenMP threads on a CPU")
+    v.add_argument("--vllm-log", type=Path, default=None, help="vLLM's output (default: a file in the temp folder)")
+    v.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for vLLM to be healthy")
+    p.set_defaults(func=main)
+
+
+def serve_config(args: argparse.Namespace, upstreams: list[str]) -> ServeConfig:
+    inflight = args.max_inflight
+    if inflight is None:
+        inflight = args.max_num_seqs if args.model is not None else DEFAULT_MAX_INFLIGHT
+    return ServeConfig(
+        upstreams=tuple(upstreams),
+        host=args.host,
+        port=args.port,
+        policy=args.policy,
+        max_bypass=None if args.max_bypass is not None and args.max_bypass < 0 else args.max_bypass,
+        max_inflight=inflight,
+        routing=args.routing,
+        priority={"auto": None, "on": True, "off": False}[args.priority],
+        predictor=args.predictor,
+        max_request_bytes=args.max_request_bytes,
+        max_tokens_limit=args.max_tokens_limit,
+        connect_timeout_s=args.connect_timeout,
+        upstream_timeout_s=args.upstream_timeout,
+        queue_timeout_s=args.queue_timeout,
+        drain_timeout_s=args.drain_timeout,
+        trace_path=args.trace,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from seqsched.cli import UsageError
+
+    if args.predictor is not None and not args.predictor.is_dir():
+        raise UsageError(f"--predictor {args.predictor} is not a directory (a saved predictor)")
+    # Everything is checked before vLLM starts (minutes): the config with a stand-in URL.
+    serve_config(args, args.upstream or ["http://127.0.0.1:1"])
+    from seqsched.serve.predictor import load_predict
+
+    predict = load_predict(args.predictor)
+    from seqsched.serve.run import run_server
+
+    with _upstreams(args) as upstreams:
+        run_server(serve_config(args, upstreams), predict)
+    return 0
+
+
+@contextlib.contextmanager
+def _upstreams(args: argparse.Namespace) -> Any:
+    if args.model is None:
+        yield [url.rstrip("/") for url in args.upstream]
+        return
+    from seqsched.serve.launch import LocalVLLMConfig, local_vllm
+
+    local = LocalVLLMConfig(
+        model=args.model,
+        served_model_name=args.served_model_name,
+        dtype=args.dtype,
+        max_num_seqs=args.max_num_seqs,
+        max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib,
+        num_gpu_blocks=args.num_gpu_blocks,
+        threads=args.threads,
+        startup_timeout_s=args.startup_timeout,
+        log_path=args.vllm_log,
+    )
+    with local_vllm(local) as url:
+        yield [url]

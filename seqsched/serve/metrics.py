@@ -1,0 +1,29 @@
+"""The server's Prometheus metrics (text format at ``/metrics``), one registry per app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250)
+_TOKENS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class ServeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "seqsched_requests", "requests answered, by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.waiting = Gauge("seqsched_queue_length", "requests waiting for an upstream slot", registry=r)
+        self.inflight = Gauge("seqsched_inflight", "requests forwarded and not yet done", ["upstream"], registry=r)
+        self.predicted = Histogram("seqsched_predicted_tokens", "predicted output length", buckets=_TOKENS, registry=r)
+        self.actual = Histogram("seqsched_output_tokens", "actual output length (usage)", buckets=_TOKENS, registry=r)
+        self.queue_seconds = Histogram("seqsched_queue_seconds", "time waiting for slots", buckets=_SECONDS, registry=r)
+        self.ttft = Histogram("seqsched_ttft_seconds", "time to first token (streamed)", buckets=_SECONDS, registry=r)
+        self.e2e = Histogram("seqsched_e2e_seconds", "end-to-end latency", buckets=_SECONDS, registry=r)
+        fast = (1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.01)
+        self.predict_seconds = Histogram("seqsched_predict_seconds", "length prediction time", buckets=fast, registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

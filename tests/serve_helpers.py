@@ -1,0 +1,131 @@
+"""A fake OpenAI upstream and a way to run ASGI apps on loopback, for the server's tests.
+
+The fake answers by what the prompt says: ``slow`` waits before answering, ``die`` ends
+its stream after two chunks without closing it properly, ``fail`` answers 500, ``tokens
+N`` streams N tokens (``N`` also sets ``usage.completion_tokens``). It records each
+request it was sent (the body, in arrival order) and each stream its client closed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class FakeUpstream:
+    vllm: bool = True
+    reject_priority: bool = False  # a vLLM started without the priority policy
+    seconds_per_token: float = 0.01
+    received: list[dict[str, Any]] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)  # prompts answered in full
+    aborted: list[str] = field(default_factory=list)  # prompts whose stream the client closed
+
+    def app(self) -> Starlette:
+        async def models(request: Request) -> Response:
+            owner = "vllm" if self.vllm else "someone"
+            return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": owner}]})
+
+        async def health(request: Request) -> Response:
+            return JSONResponse({})
+
+        async def chat(request: Request) -> Response:
+            return await self._answer(request, chat=True)
+
+        async def completions(request: Request) -> Response:
+            return await self._answer(request, chat=False)
+
+        return Starlette(
+            routes=[
+                Route("/v1/models", models),
+                Route("/health", health),
+                Route("/v1/chat/completions", chat, methods=["POST"]),
+                Route("/v1/completions", completions, methods=["POST"]),
+            ]
+        )
+
+    async def _answer(self, request: Request, chat: bool) -> Response:
+        body = await request.json()
+        if self.reject_priority and "priority" in body:
+            return JSONResponse({"error": {"message": "priority is not supported with the fcfs policy"}}, 400)
+        self.received.append(body)
+        text = body["messages"][-1]["content"] if chat else body["prompt"]
+        n = int(text.split("tokens ")[1].split()[0]) if "tokens " in text else 3
+        n = min(n, body.get("max_tokens") or n)
+        if "fail" in text:
+            return JSONResponse({"error": {"message": "boom"}}, 500)
+        if "slow" in text:
+            await asyncio.sleep(3)
+        if not body.get("stream"):
+            await asyncio.sleep(n * self.seconds_per_token)
+            self.finished.append(text)
+            finish = "length" if n == body.get("max_tokens") else "stop"
+            return JSONResponse(_completion(chat, "x" * n, n, finish=finish))
+        return StreamingResponse(self._stream(chat, text, n, body), media_type="text/event-stream")
+
+    async def _stream(self, chat: bool, text: str, n: int, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        try:
+            for i in range(n):
+                await asyncio.sleep(self.seconds_per_token)
+                if "die" in text and i == 2:
+                    raise RuntimeError("the fake upstream dies mid-stream")
+                delta = {"delta": {"content": "x"}} if chat else {"text": "x"}
+                yield _sse({"id": "c", "object": "chunk", "choices": [{"index": 0, **delta, "finish_reason": None}]})
+            yield _sse({"id": "c", "choices": [{"index": 0, "delta": {}, "text": "", "finish_reason": "stop"}]})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield _sse({"id": "c", "choices": [], "usage": {"completion_tokens": n, "prompt_tokens": 1}})
+            yield b"data: [DONE]\n\n"
+            self.finished.append(text)
+        except asyncio.CancelledError:
+            self.aborted.append(text)
+            raise
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+def _completion(chat: bool, text: str, n: int, finish: str) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+    choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+    usage = {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}
+    kind = "chat.completion" if chat else "text_completion"
+    return {"id": "c", "object": kind, "model": "fake", "choices": [choice], "usage": usage}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(app: Any, drain_s: int = 5) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port in a thread; yield its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", timeout_graceful_shutdown=drain_s)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -1,0 +1,309 @@
+"""`seqsched serve` against a fake upstream: the OpenAI surface, order, and every fault a
+server owes its clients an answer for. The real vLLM is in test_serve_vllm.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from seqsched.serve.app import build_app, discover
+from seqsched.serve.config import ServeConfig
+from tests.serve_helpers import FakeUpstream, free_port, running
+
+
+def _predict(text: str, max_tokens: int | None) -> int:
+    """A perfect predictor for the fake's prompts (``tokens N``)."""
+    return int(text.split("tokens ")[1].split()[0]) if "tokens " in text else 3
+
+
+@contextmanager
+def _serving(*fakes: FakeUpstream | str, **options: Any) -> Iterator[str]:
+    """seqsched in front of the fakes (or of plain URLs: nothing there); yield its URL."""
+    with _upstream_urls(list(fakes)) as urls:
+        config = ServeConfig(upstreams=tuple(urls), **options)
+        app = build_app(config, _predict, asyncio.run(discover(config)))
+        with running(app) as url:
+            yield url
+
+
+@contextmanager
+def _upstream_urls(fakes: list[FakeUpstream | str]) -> Iterator[list[str]]:
+    if not fakes:
+        yield []
+        return
+    first, *rest = fakes
+    if isinstance(first, str):
+        with _upstream_urls(rest) as others:
+            yield [first, *others]
+        return
+    with running(first.app()) as url, _upstream_urls(rest) as others:
+        yield [url, *others]
+
+
+def _chat(url: str, content: str, **body: Any) -> httpx.Response:
+    payload = {"model": "fake", "messages": [{"role": "user", "content": content}], **body}
+    return httpx.post(f"{url}/v1/chat/completions", json=payload, timeout=30)
+
+
+def test_chat_and_completions_pass_through_streamed_and_not(tmp_path: Path) -> None:
+    from openai import OpenAI
+
+    fake = FakeUpstream()
+    with _serving(fake, trace_path=tmp_path / "served.jsonl") as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="none")
+        answer = client.chat.completions.create(model="fake", messages=[{"role": "user", "content": "tokens 4"}])
+        assert answer.choices[0].message.content == "xxxx" and answer.usage is not None
+        assert answer.usage.completion_tokens == 4
+        text = client.completions.create(model="fake", prompt="tokens 2", max_tokens=2)
+        assert text.choices[0].text == "xx" and text.choices[0].finish_reason == "length"
+        messages = [{"role": "user", "content": "tokens 5"}]
+        chunks = list(client.chat.completions.create(model="fake", messages=messages, stream=True))  # type: ignore[arg-type]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "xxxxx"
+        assert all(c.usage is None for c in chunks), "usage the client did not ask for is not passed on"
+        usage = {"include_usage": True}
+        chunks = list(client.completions.create(model="fake", prompt="tokens 3", stream=True, stream_options=usage))
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+        assert [m.id for m in client.models.list().data] == ["fake"]
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
+        metrics = httpx.get(f"{url}/metrics").text
+    assert 'seqsched_requests_total{endpoint="chat",status="200"} 2.0' in metrics
+    assert 'seqsched_requests_total{endpoint="completions",status="200"} 2.0' in metrics
+    assert "seqsched_queue_length 0.0" in metrics and "seqsched_e2e_seconds_count 4.0" in metrics
+    assert all(body.get("priority") == _predict(_text(body), None) for body in fake.received)
+    from seqsched.data.traces import read_trace
+
+    trace = read_trace(tmp_path / "served.jsonl")
+    assert sorted(trace.actual("L_served")) == [2, 3, 4, 5]
+    assert {r.text for r in trace} == {"tokens 4", "tokens 2", "tokens 5", "tokens 3"}
+
+
+def _text(body: dict[str, Any]) -> str:
+    return str(body["messages"][-1]["content"] if "messages" in body else body["prompt"])
+
+
+def test_with_one_slot_a_burst_is_forwarded_shortest_predicted_first() -> None:
+    fake = FakeUpstream(seconds_per_token=0.02)
+    with _serving(fake, max_inflight=1, policy="sjf") as url:
+        blocker = threading.Thread(target=_chat, args=(url, "tokens 40"))
+        blocker.start()
+        time.sleep(0.3)  # the blocker holds the one slot while the burst queues
+        lengths = [9, 3, 7, 1, 5, 3]
+        threads = [threading.Thread(target=_chat, args=(url, f"tokens {n} #{i}")) for i, n in enumerate(lengths)]
+        for t in threads:
+            t.start()
+            time.sleep(0.02)
+        for t in [blocker, *threads]:
+            t.join()
+    order = [_text(b) for b in fake.received[1:]]
+    assert order == ["tokens 1 #3", "tokens 3 #1", "tokens 3 #5", "tokens 5 #4", "tokens 7 #2", "tokens 9 #0"]
+
+
+def test_fcfs_passes_through_in_arrival_order_without_priorities() -> None:
+    fake = FakeUpstream(seconds_per_token=0.02)
+    with _serving(fake, max_inflight=1, policy="fcfs") as url:
+        blocker = threading.Thread(target=_chat, args=(url, "tokens 30"))
+        blocker.start()
+        time.sleep(0.3)
+        threads = [threading.Thread(target=_chat, args=(url, f"tokens {n}")) for n in (9, 1, 5)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in [blocker, *threads]:
+            t.join()
+    assert [_text(b) for b in fake.received] == ["tokens 30", "tokens 9", "tokens 1", "tokens 5"]
+    assert all("priority" not in b for b in fake.received)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "must be a JSON object"),
+        (json.dumps({"model": "fake", "messages": []}).encode(), 400, "'messages' must be a non-empty list"),
+        (json.dumps({"model": "fake", "messages": [{"content": "hi"}]}).encode(), 400, "messages[0] must be an object"),
+        (json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}).encode(), 400, "'max_tokens'"),
+        (json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 999}).encode(), 400, "limit (100)"),
+        (json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}).encode(), 400, "'stream'"),
+        (b"x" * 5000, 413, "over the limit (4096 bytes)"),
+    ],
+)
+def test_a_bad_request_gets_openais_error_shape(body: bytes, status: int, message: str) -> None:
+    fake = FakeUpstream()
+    with _serving(fake, max_tokens_limit=100, max_request_bytes=4096) as url:
+        answer = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == status
+    error = answer.json()["error"]
+    assert message in error["message"] and error["type"] == "invalid_request_error"
+    assert fake.received == []
+
+
+def test_a_completion_prompt_must_be_one_string() -> None:
+    with _serving(FakeUpstream()) as url:
+        answer = httpx.post(f"{url}/v1/completions", json={"model": "fake", "prompt": ["a", "b"]})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "prompt"
+
+
+def test_an_upstream_that_is_down_gets_a_503_naming_it() -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    with _serving(down) as url:
+        answer = _chat(url, "tokens 3")
+        assert answer.status_code == 503
+        assert f"upstream {down} is not reachable" in answer.json()["error"]["message"]
+        assert _chat(url, "tokens 3").status_code == 503, "the slot came back after the failure"
+
+
+def test_a_request_moves_to_another_upstream_when_one_is_down() -> None:
+    fake = FakeUpstream()
+    down = f"http://127.0.0.1:{free_port()}"
+    with _serving(down, fake, routing="round-robin") as url:
+        answers = [_chat(url, f"tokens {n}") for n in (1, 2, 3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert len(fake.received) == 3
+
+
+def test_an_upstream_500_is_a_502_and_a_slow_one_a_504() -> None:
+    with _serving(FakeUpstream(), upstream_timeout_s=0.5) as url:
+        failed, slow = _chat(url, "fail"), _chat(url, "slow")
+        assert failed.status_code == 502 and "answered 500" in failed.json()["error"]["message"]
+        assert slow.status_code == 504 and "did not answer in time" in slow.json()["error"]["message"]
+        assert _chat(url, "tokens 2").status_code == 200
+
+
+def test_an_upstream_dying_mid_stream_ends_the_stream_with_an_error_event() -> None:
+    with _serving(FakeUpstream()) as url:
+        payload = {"model": "fake", "messages": [{"role": "user", "content": "die tokens 6"}], "stream": True}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=payload, timeout=30) as answer:
+            lines = [line for line in answer.iter_lines() if line.startswith("data: ")]
+        assert answer.status_code == 200
+        assert len(lines) == 3 and "ended the stream" in json.loads(lines[-1][6:])["error"]["message"]
+        assert _chat(url, "tokens 2").status_code == 200
+
+
+def test_a_client_that_leaves_mid_stream_has_its_upstream_call_closed() -> None:
+    fake = FakeUpstream(seconds_per_token=0.05)
+    with _serving(fake, max_inflight=1) as url:
+        payload = {"model": "fake", "messages": [{"role": "user", "content": "tokens 200"}], "stream": True}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=payload, timeout=30) as answer:
+            for line in answer.iter_lines():
+                if line.startswith("data: "):
+                    break  # the client goes after its first token
+        _wait_for(lambda: fake.aborted == ["tokens 200"], "the upstream stream to be closed")
+        assert _chat(url, "tokens 1").status_code == 200, "its slot is free again"
+    assert "tokens 200" not in fake.finished
+
+
+def test_a_client_that_leaves_while_queued_is_never_sent_upstream() -> None:
+    fake = FakeUpstream(seconds_per_token=0.02)
+    with _serving(fake, max_inflight=1) as url:
+        blocker = threading.Thread(target=_chat, args=(url, "tokens 50"))
+        blocker.start()
+        time.sleep(0.3)
+        with pytest.raises(httpx.ReadTimeout):
+            _post_with_timeout(url, "tokens 2 gone", 0.3)
+        _wait_for(lambda: "seqsched_queue_length 0.0" in httpx.get(f"{url}/metrics").text, "the queue to empty")
+        blocker.join()
+        assert _chat(url, "tokens 1").status_code == 200
+    assert [_text(b) for b in fake.received] == ["tokens 50", "tokens 1"]
+
+
+def test_priority_is_sent_to_vllm_only_and_dropped_when_vllm_refuses_it() -> None:
+    other = FakeUpstream(vllm=False)
+    with _serving(other) as url:
+        assert _chat(url, "tokens 2").status_code == 200
+    assert "priority" not in other.received[0]
+    fcfs_vllm = FakeUpstream(reject_priority=True)
+    with _serving(fcfs_vllm) as url:
+        assert _chat(url, "tokens 2").status_code == 200
+        assert _chat(url, "tokens 3").status_code == 200
+    assert [("priority" in b) for b in fcfs_vllm.received] == [False, False]
+
+
+def test_least_work_routing_sends_new_requests_away_from_long_ones() -> None:
+    a, b = FakeUpstream(seconds_per_token=0.02), FakeUpstream(seconds_per_token=0.02)
+    with _serving(a, b, max_inflight=4, routing="least-work") as url:
+        long = threading.Thread(target=_chat, args=(url, "tokens 60"))
+        long.start()
+        time.sleep(0.2)
+        shorts = [threading.Thread(target=_chat, args=(url, f"tokens {n}")) for n in (10, 10, 10)]
+        for t in shorts:
+            t.start()
+            time.sleep(0.02)
+        for t in [long, *shorts]:
+            t.join()
+    assert [_text(x) for x in a.received] == ["tokens 60"]
+    assert len(b.received) == 3
+
+
+def test_sigterm_stops_taking_requests_and_drains_those_in_flight(tmp_path: Path) -> None:
+    fake = FakeUpstream(seconds_per_token=0.02)
+    with running(fake.app()) as upstream:
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "seqsched", "serve", "--upstream", upstream, "--port", str(port)]
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for(lambda: _up(url), "seqsched serve to start", timeout=60)
+            results: list[int] = []
+            t = threading.Thread(target=lambda: results.append(_chat(url, "tokens 100").status_code))
+            t.start()
+            _wait_for(lambda: len(fake.received) == 1, "the request to reach the upstream")
+            process.send_signal(signal.SIGTERM)
+            t.join(30)
+            assert results == [200], "the request in flight finished"
+            assert process.wait(30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert not _up(url), "nothing listens after the drain"
+
+
+def test_serve_refuses_bad_options_before_starting(tmp_path: Path) -> None:
+    from seqsched.cli import main
+
+    assert main(["serve", "--upstream", "localhost:8000"]) == 2
+    assert main(["serve", "--upstream", "http://127.0.0.1:1", "--predictor", str(tmp_path / "none")]) == 2
+    assert main(["serve", "--upstream", "http://127.0.0.1:1", "--max-inflight", "0"]) == 2
+
+
+def test_serve_listens_on_loopback_unless_told() -> None:
+    assert ServeConfig(upstreams=("http://127.0.0.1:1",)).host == "127.0.0.1"
+
+
+def _post_with_timeout(url: str, content: str, timeout: float) -> httpx.Response:
+    payload = {"model": "fake", "messages": [{"role": "user", "content": content}]}
+    return httpx.post(f"{url}/v1/chat/completions", json=payload, timeout=timeout)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

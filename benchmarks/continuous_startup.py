@@ -24,10 +24,8 @@ import statistics
 
 import torch
 
-from seqsched.build import DEFAULT_MODEL, DEFAULT_PROXY
-from seqsched.engine.config import EngineConfig
-from seqsched.engine.continuous import HFContinuousEngine
-from seqsched.engine.hf import HFEngine
+from seqsched.build import DEFAULT_MODEL, DEFAULT_PROXY, build_engine
+from seqsched.engine.config import EngineConfig, VLLMConfig
 from seqsched.pipeline import Pipeline
 from seqsched.predict.constant import ConstantPredictor
 from seqsched.predict.registry import load_predictor
@@ -45,8 +43,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    hf = HFEngine(EngineConfig(model=str(DEFAULT_MODEL)))
-    engine = HFContinuousEngine(hf, max_num_seqs=256)
+    hf = build_engine(EngineConfig(model=str(DEFAULT_MODEL)))
+    engine = build_engine(hf.config, "continuous", VLLMConfig(max_num_seqs=256), hf=hf)
     prompts = default_prompts()
     orders = {
         "fcfs": (ConstantPredictor(), ScheduleConfig()),

@@ -19,15 +19,15 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from seqsched.build import resolve_model
+from seqsched.build import build_engine, resolve_model
 from seqsched.collect import CollectConfig, collect_lengths
 from seqsched.data.traces import read_trace
 from seqsched.engine.config import EngineConfig
-from seqsched.engine.hf import HFEngine
 from seqsched.request import Request
 from seqsched.workload.default_prompts import default_prompts
 
@@ -44,7 +44,7 @@ def summary(lengths: list[int], limit: int) -> dict[str, float]:
     }
 
 
-def greedy_lengths(engine: HFEngine, prompts: list[str], limit: int) -> list[int]:
+def greedy_lengths(engine: Any, prompts: list[str], limit: int) -> list[int]:
     requests = [Request(i, f"p{i}", prompt=p, max_new_tokens=limit) for i, p in enumerate(prompts)]
     records, errors = collect_lengths(engine, requests, CollectConfig((0.0,), limit, 32))
     assert not errors, errors[:3]
@@ -63,7 +63,7 @@ def main() -> None:
     args = p.parse_args()
 
     model = str(resolve_model(args.model))
-    engine = HFEngine(EngineConfig(model=model, device="cpu", num_threads=args.threads))
+    engine = build_engine(EngineConfig(model=model, device="cpu", num_threads=args.threads))
     rows: dict[str, dict[str, float]] = {}
     workload = greedy_lengths(engine, default_prompts(), args.limit)
     rows["default workload"] = summary(workload, args.limit)

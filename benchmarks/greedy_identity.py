@@ -16,9 +16,8 @@ import itertools
 
 from seqsched.bench.runner import run_strategies
 from seqsched.bench.strategies import StrategyContext, make_strategy
-from seqsched.build import DEFAULT_MODEL, DEFAULT_PREDICTOR
+from seqsched.build import DEFAULT_MODEL, DEFAULT_PREDICTOR, build_engine
 from seqsched.engine.config import EngineConfig
-from seqsched.engine.hf import HFEngine
 from seqsched.request import Request
 from seqsched.schedule import ScheduleConfig
 from seqsched.workload.default_prompts import default_prompts
@@ -32,7 +31,7 @@ def main() -> None:
     parser.add_argument("--strategies", default="vanilla,seqsch,seqsch+vbs+resume,continuous")
     args = parser.parse_args()
 
-    engine = HFEngine(EngineConfig(model=str(DEFAULT_MODEL), dtype=args.dtype))
+    engine = build_engine(EngineConfig(model=str(DEFAULT_MODEL), dtype=args.dtype))
     prompts = default_prompts()[: args.num_prompts]
     requests = [Request(i, f"default-{i}", prompt=p, max_new_tokens=args.max_new_tokens) for i, p in enumerate(prompts)]
     ctx = StrategyContext(ScheduleConfig(), engine, predictor_path=DEFAULT_PREDICTOR)

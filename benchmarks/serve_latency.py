@@ -50,11 +50,20 @@ def main() -> None:
     p.add_argument(
         "--arms",
         default="sjf/16/32",
-        help="seqsched arms, comma-separated POLICY/MAX_INFLIGHT/MAX_BYPASS (-1: no bound); several for the aging knob",
+        help="seqsched arms, comma-separated POLICY/MAX_INFLIGHT/MAX_BYPASS[/ROUTING] (-1: no bound); several "
+        "for the aging knob",
     )
+    p.add_argument("--behind", type=int, default=1, help="vLLM servers behind seqsched (routing across them)")
+    p.add_argument("--no-plain", action="store_true", help="no plain-vLLM arm: ratios are to the first seqsched arm")
     p.add_argument("--max-tokens", type=int, default=256, help="builtin: each request's limit (natural EOS)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="vLLM on core 0, the client and seqsched on the other cores: the engine's compute is the same in "
+        "every arm, as on a GPU, and the proxy's CPU cost lands on its own latency only",
+    )
     p.add_argument("-o", "--output", type=Path, default=ROOT / "runs" / "serve_latency.json")
     p.add_argument("--plot", type=Path, default=None)
     args = p.parse_args()
@@ -63,21 +72,34 @@ def main() -> None:
     dataset, ignore_eos = _dataset(args, work / "requests.jsonl")
     specs = [a.strip() for a in args.arms.split(",") if a.strip()]
     loads = [x.strip() for x in args.loads.split(",")]
-    common = {"model": args.model, "dtype": args.dtype, "max_num_seqs": args.max_num_seqs, "threads": 1}
+    common: dict[str, Any] = {"model": args.model, "dtype": args.dtype, "max_num_seqs": args.max_num_seqs, "threads": 1}
+    if args.pin:
+        cores = sorted(os.sched_getaffinity(0))
+        assert len(cores) >= 2, "--pin needs two cores"
+        common["cpus"] = (cores[0],)
+        os.sched_setaffinity(0, set(cores[1:]))  # this process, its client and the seqsched servers it starts
     report: dict[str, Any] = {"settings": {**vars(args), "output": str(args.output), "plot": str(args.plot),
                                            "vicuna": str(args.vicuna)}, "runs": []}  # fmt: skip
-    plain_cfg = LocalVLLMConfig(**common, scheduling_policy="fcfs", log_path=work / "plain.log")
-    behind_cfg = LocalVLLMConfig(**common, log_path=work / "behind.log")
-    with local_vllm(plain_cfg) as plain, local_vllm(behind_cfg) as behind:
-        arms = {"vllm": plain}
+    with contextlib.ExitStack() as servers:
+        arms: dict[str, str] = {}
+        if not args.no_plain:
+            plain_cfg = LocalVLLMConfig(**common, scheduling_policy="fcfs", log_path=work / "plain.log")
+            arms["vllm"] = servers.enter_context(local_vllm(plain_cfg))
+        behind = [
+            servers.enter_context(local_vllm(LocalVLLMConfig(**common, log_path=work / f"behind{i}.log")))
+            for i in range(args.behind)
+        ]
         with contextlib.ExitStack() as stack:
             for spec in specs:
                 arms[spec] = stack.enter_context(_seqsched(behind, args, spec, work))
-            load = lambda url, rate, seed: _load(url, args, dataset, ignore_eos, rate, seed)  # noqa: E731
-            load(plain, float("inf"), args.seed + 999)  # warm-up, untimed
+            plain = arms["vllm" if not args.no_plain else specs[0]]
+            load = lambda url, rate, seed, n=None: _load(url, args, dataset, ignore_eos, rate, seed, n)  # noqa: E731
+            for url in arms.values():
+                load(url, float("inf"), args.seed + 999, 32)  # warm-up, untimed
             capacity = load(plain, float("inf"), args.seed + 998)["throughput"]
             report["capacity_req_s"] = capacity
-            print(f"capacity (plain vLLM, {args.num_prompts} at once): {capacity:.2f} req/s", file=sys.stderr)
+            print(f"capacity ({'plain vLLM' if not args.no_plain else specs[0]}, {args.num_prompts} at once): "
+                  f"{capacity:.2f} req/s", file=sys.stderr)  # fmt: skip
             for rnd in range(args.rounds):
                 for point in loads:
                     rate = float("inf") if point == "burst" else float(point) * capacity
@@ -91,7 +113,7 @@ def main() -> None:
                         print(_line(run), file=sys.stderr, flush=True)
                         args.output.parent.mkdir(parents=True, exist_ok=True)
                         args.output.write_text(json.dumps(report, indent=1))
-    table = summarise(report, loads, list(arms))
+    table = summarise(report, loads, list(arms), base="vllm" if not args.no_plain else specs[0])
     report["table"] = table
     args.output.write_text(json.dumps(report, indent=1))
     print(format_table(table, report, args))
@@ -103,7 +125,7 @@ KEYS = ("throughput", "e2e_mean", "e2e_median", "e2e_p99", "ttft_mean", "tpot_me
 
 
 def _load(
-    url: str, args: argparse.Namespace, dataset: Path, ignore_eos: bool, rate: float, seed: int
+    url: str, args: argparse.Namespace, dataset: Path, ignore_eos: bool, rate: float, seed: int, n: int | None = None
 ) -> dict[str, Any]:
     """One run of vLLM's benchmark client; the figures a server reports."""
     from vllm.benchmarks.serve import add_cli_args
@@ -116,7 +138,7 @@ def _load(
         "--backend", "openai-chat", "--base-url", url, "--endpoint", "/v1/chat/completions",
         "--model", args.model, "--tokenizer", args.model, "--dataset-name", "custom",
         "--dataset-path", str(dataset), "--custom-output-len", "-1", "--skip-chat-template",
-        "--num-prompts", str(args.num_prompts), "--request-rate", str(rate), "--burstiness", "1.0",
+        "--num-prompts", str(n or args.num_prompts), "--request-rate", str(rate), "--burstiness", "1.0",
         "--seed", str(seed), "--disable-tqdm", "--percentile-metrics", "ttft,tpot,e2el",
         "--metric-percentiles", "50,99", "--save-detailed",
     ]  # fmt: skip
@@ -142,11 +164,14 @@ def _load(
 
 
 @contextlib.contextmanager
-def _seqsched(upstream: str, args: argparse.Namespace, spec: str, work: Path) -> Iterator[str]:
-    policy, inflight, bypass = spec.split("/")
+def _seqsched(upstreams: list[str], args: argparse.Namespace, spec: str, work: Path) -> Iterator[str]:
+    policy, inflight, bypass, *routing = spec.split("/")
     port = free_port()
-    command = [sys.executable, "-m", "seqsched", "serve", "--upstream", upstream, "--port", str(port),
-               "--policy", policy, "--max-bypass", bypass, "--max-inflight", inflight]  # fmt: skip
+    command = [sys.executable, "-m", "seqsched", "serve", "--port", str(port), "--policy", policy,
+               "--max-bypass", bypass, "--max-inflight", inflight,
+               "--routing", *(routing or ["least-work"])]  # fmt: skip
+    for url in upstreams:
+        command += ["--upstream", url]
     if args.predictor:
         command += ["--predictor", args.predictor]
     log = (work / f"seqsched-{spec.replace('/', '-')}.log").open("w")
@@ -190,14 +215,14 @@ def _dataset(args: argparse.Namespace, path: Path) -> tuple[Path, bool]:
     return path, ignore_eos
 
 
-def summarise(report: dict[str, Any], loads: list[str], arms: list[str]) -> list[dict[str, Any]]:
-    """Medians over rounds per (point, arm), and each arm's ratios to plain vLLM's."""
+def summarise(report: dict[str, Any], loads: list[str], arms: list[str], base: str = "vllm") -> list[dict[str, Any]]:
+    """Medians over rounds per (point, arm), and each arm's ratios to the base arm's."""
     table = []
     for point in loads:
-        base = _medians([r for r in report["runs"] if r["point"] == point and r["arm"] == "vllm"])
+        base_figures = _medians([r for r in report["runs"] if r["point"] == point and r["arm"] == base])
         for arm in arms:
             figures = _medians([r for r in report["runs"] if r["point"] == point and r["arm"] == arm])
-            ratios = {k: figures[k] / base[k] if base[k] else None for k in KEYS}
+            ratios = {k: figures[k] / base_figures[k] if base_figures[k] else None for k in KEYS}
             table.append({"point": point, "arm": arm, **figures, "ratio": ratios})
     return table
 
@@ -211,7 +236,7 @@ def format_table(table: list[dict[str, Any]], report: dict[str, Any], args: argp
             f"max_num_seqs {args.max_num_seqs}, {args.dtype}, 1 thread; capacity {report['capacity_req_s']:.2f} "
             f"req/s (plain vLLM, all at once)")  # fmt: skip
     lines = [head, "", "| load | arm | req/s | mean s | median s | p99 s | TTFT s | TPOT ms | s/token | "
-             "x vLLM: mean | p99 | per-token | req/s |", "|---" * 13 + "|"]  # fmt: skip
+             "x base: mean | p99 | per-token | req/s |", "|---" * 13 + "|"]  # fmt: skip
     for row in table:
         load = "burst" if row["point"] == "burst" else f"{float(row['point']):.1f}x ({row['rate']:.1f}/s)"
         r = row["ratio"]
@@ -230,8 +255,9 @@ def plot(table: list[dict[str, Any]], path: Path, report: dict[str, Any], args: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     arms = list(dict.fromkeys(row["arm"] for row in table))
+    knob = [a for a in arms if a.startswith("sjf/")]
+    fig, axes = plt.subplots(1, 3 if len(knob) > 1 else 2, figsize=(16 if len(knob) > 1 else 11, 4.2))
     bursts = []
     for arm in arms:
         rows = [r for r in table if r["arm"] == arm and r["point"] != "burst"]
@@ -246,6 +272,15 @@ def plot(table: list[dict[str, Any]], path: Path, report: dict[str, Any], args: 
         axes[1].bar([i + 0.2 for i in xs], [r["e2e_p99"] for r in bursts], 0.4, label="p99")
         axes[1].set_xticks(list(xs), [r["arm"] for r in bursts])
         axes[1].legend(fontsize=8)
+    if len(knob) > 1:  # the aging bound's trade-off, at each load
+        for point in dict.fromkeys(r["point"] for r in table):
+            rows = [r for r in table if r["point"] == point and r["arm"] in knob]
+            axes[2].plot([r["e2e_mean"] for r in rows], [r["e2e_p99"] for r in rows], marker="o", label=str(point))
+            for r in rows:
+                axes[2].annotate(r["arm"].split("/")[2], (r["e2e_mean"], r["e2e_p99"]), fontsize=7)
+        axes[2].set_xlabel("mean end-to-end latency (s)")
+        axes[2].set_ylabel("p99 (s); labels: --max-bypass")
+        axes[2].legend(title="load", fontsize=7)
     axes[0].set_xlabel("arrival rate (x capacity, Poisson)")
     axes[0].set_ylabel("end-to-end latency (s)")
     axes[0].set_yscale("log")

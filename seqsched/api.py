@@ -25,26 +25,15 @@ __all__ = ["RunSummary", "run", "run_config"]
 
 
 def run(
-    input_path: str | Path,
-    output_path: str | Path,
-    *,
-    model: str | Path | None = None,
-    strategy: JobStrategy | None = None,
-    predictor: str | Path | None = None,
-    oracle_lengths: str | Path | None = None,
-    progress: Progress | None = None,
-    **options: Any,
+    input_path: str | Path, output_path: str | Path, *, progress: Progress | None = None, **options: Any
 ) -> RunSummary:
     """Answer ``input_path`` into ``output_path``. The keyword options are those of
-    :func:`run_config`: :class:`RunConfig` fields (``max_new_tokens``, ``resume``,
-    ``overwrite``, ``engine="vllm"``, ``vllm=VLLMConfig(...)``, ``ray=RayConfig(...)``,
-    ...), :class:`ScheduleConfig` fields (``batch_size``, ``vbs``, ``fcr_mode``,
-    ``policy``, ...) and ``EngineConfig`` fields (``device``, ``dtype``, ...)."""
-    config = run_config(
-        input_path, output_path, model=model, strategy=strategy, predictor=predictor, oracle_lengths=oracle_lengths,
-        **options,
-    )
-    return execute(config, progress)
+    :func:`run_config` (``model``, ``predictor``, ``strategy``, ``engine="vllm"``, ...):
+    :class:`RunConfig` fields (``max_new_tokens``, ``resume``, ``overwrite``,
+    ``vllm=VLLMConfig(...)``, ``ray=RayConfig(...)``, ...), :class:`ScheduleConfig` fields
+    (``batch_size``, ``vbs``, ``fcr_mode``, ``policy``, ...) and ``EngineConfig`` fields
+    (``device``, ``dtype``, ...)."""
+    return execute(run_config(input_path, output_path, **options), progress)
 
 
 _JOB_KEYS = {"max_new_tokens", "resume", "overwrite", "margin_scale", "margin_add", "errors_path", "max_line_bytes"}

@@ -1,6 +1,7 @@
 """A fake OpenAI upstream and a way to run ASGI apps on loopback, for the server's tests.
 
-The fake answers by what the prompt says: ``slow`` waits before answering, ``die`` ends
+The fake answers by what the prompt says: ``slow`` waits before answering, ``hold`` waits
+until the test opens ``gate``, ``die`` ends
 its stream after two chunks without closing it properly, ``fail`` answers 500, ``tokens
 N`` streams N tokens (``N`` also sets ``usage.completion_tokens``). It records each
 request it was sent (the body, in arrival order) and each stream its client closed."""
@@ -32,6 +33,7 @@ class FakeUpstream:
     received: list[dict[str, Any]] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)  # prompts answered in full
     aborted: list[str] = field(default_factory=list)  # prompts whose stream the client closed
+    gate: threading.Event = field(default_factory=threading.Event)  # a ``hold`` prompt waits for it
 
     def app(self) -> Starlette:
         async def models(request: Request) -> Response:
@@ -68,6 +70,8 @@ class FakeUpstream:
             return JSONResponse({"error": {"message": "boom"}}, 500)
         if "slow" in text:
             await asyncio.sleep(3)
+        while "hold" in text and not self.gate.is_set():
+            await asyncio.sleep(0.01)
         if not body.get("stream"):
             await asyncio.sleep(n * self.seconds_per_token)
             self.finished.append(text)

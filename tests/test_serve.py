@@ -94,19 +94,46 @@ def _text(body: dict[str, Any]) -> str:
     return str(body["messages"][-1]["content"] if "messages" in body else body["prompt"])
 
 
+def _behind_a_blocker(
+    url: str, fake: FakeUpstream, blocker: str, prompts: list[str], queued: int | None = None
+) -> None:
+    """A ``hold`` request takes a slot; ``prompts`` arrive one by one (each sent once the one
+    before is in); the blocker is let go once ``queued`` of them wait in seqsched's queue."""
+    first = threading.Thread(target=_chat, args=(url, f"hold {blocker}"))
+    first.start()
+    _wait_for(lambda: len(fake.received) == 1, "the blocker to reach the upstream")
+    threads = []
+    for k, prompt in enumerate(prompts, start=1):
+        threads.append(threading.Thread(target=_chat, args=(url, prompt)))
+        threads[-1].start()
+        # k prompts and the blocker predicted: the k-th is in before the next is sent
+        _wait_for(lambda k=k: _in_seqsched(url) >= k + 1, "a request to arrive")  # type: ignore[misc]
+    _wait_for(lambda: _queued(url) >= (len(prompts) if queued is None else queued), "the requests to queue")
+    fake.gate.set()
+    for t in [first, *threads]:
+        t.join()
+
+
+def _queued(url: str) -> float:
+    return _metric(url, "seqsched_queue_length")
+
+
+def _in_seqsched(url: str) -> float:
+    """Requests seqsched has taken in: predicted so far (its predict-time histogram count)."""
+    return _metric(url, "seqsched_predict_seconds_count")
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def test_with_one_slot_a_burst_is_forwarded_shortest_predicted_first() -> None:
     fake = FakeUpstream(seconds_per_token=0.02)
     with _serving(fake, max_inflight=1, policy="sjf") as url:
-        blocker = threading.Thread(target=_chat, args=(url, "tokens 40"))
-        blocker.start()
-        time.sleep(0.3)  # the blocker holds the one slot while the burst queues
-        lengths = [9, 3, 7, 1, 5, 3]
-        threads = [threading.Thread(target=_chat, args=(url, f"tokens {n} #{i}")) for i, n in enumerate(lengths)]
-        for t in threads:
-            t.start()
-            time.sleep(0.02)
-        for t in [blocker, *threads]:
-            t.join()
+        _behind_a_blocker(url, fake, "tokens 40", [f"tokens {n} #{i}" for i, n in enumerate([9, 3, 7, 1, 5, 3])])
     order = [_text(b) for b in fake.received[1:]]
     assert order == ["tokens 1 #3", "tokens 3 #1", "tokens 3 #5", "tokens 5 #4", "tokens 7 #2", "tokens 9 #0"]
 
@@ -114,16 +141,8 @@ def test_with_one_slot_a_burst_is_forwarded_shortest_predicted_first() -> None:
 def test_fcfs_passes_through_in_arrival_order_without_priorities() -> None:
     fake = FakeUpstream(seconds_per_token=0.02)
     with _serving(fake, max_inflight=1, policy="fcfs") as url:
-        blocker = threading.Thread(target=_chat, args=(url, "tokens 30"))
-        blocker.start()
-        time.sleep(0.3)
-        threads = [threading.Thread(target=_chat, args=(url, f"tokens {n}")) for n in (9, 1, 5)]
-        for t in threads:
-            t.start()
-            time.sleep(0.05)
-        for t in [blocker, *threads]:
-            t.join()
-    assert [_text(b) for b in fake.received] == ["tokens 30", "tokens 9", "tokens 1", "tokens 5"]
+        _behind_a_blocker(url, fake, "tokens 30", ["tokens 9", "tokens 1", "tokens 5"])
+    assert [_text(b) for b in fake.received] == ["hold tokens 30", "tokens 9", "tokens 1", "tokens 5"]
     assert all("priority" not in b for b in fake.received)
 
 
@@ -234,16 +253,8 @@ def test_priority_is_sent_to_vllm_only_and_dropped_when_vllm_refuses_it() -> Non
 def test_least_work_routing_sends_new_requests_away_from_long_ones() -> None:
     a, b = FakeUpstream(seconds_per_token=0.02), FakeUpstream(seconds_per_token=0.02)
     with _serving(a, b, max_inflight=4, routing="least-work") as url:
-        long = threading.Thread(target=_chat, args=(url, "tokens 60"))
-        long.start()
-        time.sleep(0.2)
-        shorts = [threading.Thread(target=_chat, args=(url, f"tokens {n}")) for n in (10, 10, 10)]
-        for t in shorts:
-            t.start()
-            time.sleep(0.02)
-        for t in [long, *shorts]:
-            t.join()
-    assert [_text(x) for x in a.received] == ["tokens 60"]
+        _behind_a_blocker(url, a, "tokens 60", ["tokens 10"] * 3, queued=0)
+    assert [_text(x) for x in a.received] == ["hold tokens 60"]
     assert len(b.received) == 3
 
 

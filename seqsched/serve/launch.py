@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -52,6 +53,7 @@ class LocalVLLMConfig:
     startup_timeout_s: float = 900.0
     log_path: Path | None = None
     scheduling_policy: str = "priority"  # "fcfs": plain vLLM, the anchor a benchmark compares with
+    cpus: tuple[int, ...] | None = None  # pin vLLM to these CPU cores (Linux); None: wherever
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -104,7 +106,7 @@ def local_vllm(config: LocalVLLMConfig) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(_in_child, config.cpus),
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -169,7 +171,9 @@ def _has_gpu() -> bool:
     return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when seqsched dies (Linux)."""
+def _in_child(cpus: tuple[int, ...] | None) -> None:
+    """In the child, before exec: get SIGTERM when seqsched dies, and keep to ``cpus`` (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if cpus:
+        os.sched_setaffinity(0, set(cpus))

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from seqsched.schedule.config import POLICIES, Policy
 from seqsched.schedule.route import ROUTINGS, Routing
 
-DEFAULT_MAX_BYPASS = 32
+DEFAULT_MAX_BYPASS = 128  # measured: docs/serving.md, the aging knob
 DEFAULT_MAX_INFLIGHT = 256  # vLLM's own max_num_seqs default, for an upstream that does not say
 
 

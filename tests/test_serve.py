@@ -318,3 +318,25 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+
+
+def test_arrivals_are_predicted_together_off_the_event_loop() -> None:
+    from seqsched.serve.predictor import Batcher
+
+    calls: list[int] = []
+
+    class Counting:
+        def __call__(self, text: str, max_tokens: int | None) -> int:
+            return self.many([(text, max_tokens)])[0]
+
+        def many(self, items: list[tuple[str, int | None]]) -> list[int]:
+            calls.append(len(items))
+            time.sleep(0.05)  # a slow predictor: the loop must not wait on it
+            return [len(text) for text, _ in items]
+
+    async def burst() -> list[int]:
+        batcher = Batcher(Counting())
+        return await asyncio.gather(*(batcher.predict("x" * n, None) for n in range(1, 21)))
+
+    assert asyncio.run(burst()) == list(range(1, 21))
+    assert calls == [20], "twenty arrivals in one tick: one call"

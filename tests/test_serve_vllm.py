@@ -117,12 +117,13 @@ def test_errors_come_back_in_openais_shape(served: Served) -> None:
     assert too_long.value.status_code == 400
 
 
-def test_with_one_slot_a_burst_finishes_in_predicted_order(served: Served) -> None:
-    """A second seqsched in front of the same vLLM, one slot, its predictor a lookup."""
+def test_with_one_slot_a_burst_finishes_in_predicted_order(served: Served, tmp_path: Path) -> None:
+    """A second seqsched in front of the same vLLM, one slot, its predictor a lookup. With
+    one slot, the order its trace records answers in is the order they were sent in."""
     predicted = {f"Say {w}.": n for w, n in [("yes", 40), ("no", 10), ("maybe", 30), ("ok", 20), ("fine", 50)]}
-    config = ServeConfig(upstreams=(served.vllm_url,), max_inflight=1, policy="sjf")
+    trace = tmp_path / "order.jsonl"
+    config = ServeConfig(upstreams=(served.vllm_url,), max_inflight=1, policy="sjf", trace_path=trace)
     app = build_app(config, lambda text, _: predicted.get(text, 1000), asyncio.run(discover(config)))
-    finished: list[str] = []
     with running(app) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
         extra = {"ignore_eos": True}
@@ -133,7 +134,6 @@ def test_with_one_slot_a_burst_finishes_in_predicted_order(served: Served) -> No
 
         def ask(prompt: str) -> None:
             _chat(client, served.model, prompt, max_tokens=8, temperature=0, extra_body=extra)
-            finished.append(prompt)
 
         threads = [threading.Thread(target=ask, args=(p,)) for p in predicted]
         for t in threads:
@@ -141,7 +141,10 @@ def test_with_one_slot_a_burst_finishes_in_predicted_order(served: Served) -> No
             time.sleep(0.03)
         for t in [blocker, *threads]:
             t.join(120)
-    assert finished == sorted(predicted, key=predicted.__getitem__)
+    import json
+
+    answered = [json.loads(line)["instruction"] for line in trace.read_text().splitlines()]
+    assert answered[1:] == sorted(predicted, key=predicted.__getitem__)
 
 
 def test_a_client_that_leaves_mid_stream_is_aborted_in_vllm(served: Served) -> None:

@@ -39,6 +39,7 @@ from seqsched.schedule.route import Router
 from seqsched.serve.config import ServeConfig
 from seqsched.serve.dispatcher import Dispatcher, Ticket
 from seqsched.serve.metrics import ServeMetrics
+from seqsched.serve.predictor import Batcher
 from seqsched.serve.protocol import ApiError, Endpoint, ParsedRequest, error_body, parse_body
 from seqsched.serve.trace import ServedTrace
 
@@ -64,7 +65,7 @@ class Server:
 
     def __init__(self, config: ServeConfig, predict: Predict, upstreams: list[Upstream]) -> None:
         self.config = config
-        self.predict = predict
+        self.predict = Batcher(predict)
         self.upstreams = upstreams
         queue: WaitingQueue[Ticket] = WaitingQueue(config.policy, config.max_bypass)
         self.dispatcher = Dispatcher(queue, Router([config.max_inflight] * len(upstreams), config.routing))
@@ -153,7 +154,7 @@ async def _handle(server: Server, request: HttpRequest, endpoint: Endpoint) -> R
         server.metrics.requests.labels(endpoint, str(e.status)).inc()
         return JSONResponse(e.body(), status_code=e.status)
     t0 = time.perf_counter()
-    predicted = server.predict(parsed.text, parsed.max_tokens)
+    predicted = await server.predict.predict(parsed.text, parsed.max_tokens)
     server.metrics.predict_seconds.observe(time.perf_counter() - t0)
     server.metrics.predicted.observe(predicted)
     ticket = Ticket(f"seqsched-{uuid.uuid4().hex}", predicted)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +22,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from seqsched.serve.launch import free_port
+
+__all__ = ["FakeUpstream", "free_port", "running"]
 
 
 @dataclass
@@ -107,12 +110,6 @@ def _completion(chat: bool, text: str, n: int, finish: str) -> dict[str, Any]:
     usage = {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}
     kind = "chat.completion" if chat else "text_completion"
     return {"id": "c", "object": kind, "model": "fake", "choices": [choice], "usage": usage}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

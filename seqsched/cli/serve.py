@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _upstreams(args: argparse.Namespace) -> Any:
+def _upstreams(args: argparse.Namespace) -> Iterator[list[str]]:
     if args.model is None:
         yield [url.rstrip("/") for url in args.upstream]
         return

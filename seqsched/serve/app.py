@@ -53,7 +53,6 @@ class Upstream:
     url: str
     priority: bool  # send vLLM's ``priority``
     models: list[dict[str, Any]] = field(default_factory=list)
-    vllm: bool = False  # it takes vLLM's extra fields (stream_options' usage, priority)
 
 
 class Unreachable(Exception):
@@ -65,7 +64,7 @@ class Server:
 
     def __init__(self, config: ServeConfig, predict: Predict, upstreams: list[Upstream]) -> None:
         self.config = config
-        self.predict = Batcher(predict)
+        self.predictions = Batcher(predict)
         self.upstreams = upstreams
         queue: WaitingQueue[Ticket] = WaitingQueue(config.policy, config.max_bypass)
         self.dispatcher = Dispatcher(queue, Router([config.max_inflight] * len(upstreams), config.routing))
@@ -139,7 +138,7 @@ async def discover(config: ServeConfig) -> list[Upstream]:
                 models = []
             is_vllm = any(m.get("owned_by") == "vllm" for m in models if isinstance(m, dict))
             priority = is_vllm if config.priority is None else config.priority
-            found.append(Upstream(url, priority, [m for m in models if isinstance(m, dict)], is_vllm))
+            found.append(Upstream(url, priority, [m for m in models if isinstance(m, dict)]))
     return found
 
 
@@ -154,7 +153,7 @@ async def _handle(server: Server, request: HttpRequest, endpoint: Endpoint) -> R
         server.metrics.requests.labels(endpoint, str(e.status)).inc()
         return JSONResponse(e.body(), status_code=e.status)
     t0 = time.perf_counter()
-    predicted = await server.predict.predict(parsed.text, parsed.max_tokens)
+    predicted = await server.predictions.predict(parsed.text, parsed.max_tokens)
     server.metrics.predict_seconds.observe(time.perf_counter() - t0)
     server.metrics.predicted.observe(predicted)
     ticket = Ticket(f"seqsched-{uuid.uuid4().hex}", predicted)

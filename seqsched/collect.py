@@ -114,4 +114,3 @@ def _fresh(request: Request, temperature: float, seed: int) -> Request:
         predicted_len=None,
         target_len=None,
     )
-

@@ -245,4 +245,3 @@ def _as_requests(items: Any, max_new_tokens: int) -> list[Any]:
     if not requests:
         raise ValueError("the default workload is empty")
     return requests
-

@@ -81,8 +81,6 @@ def base_schedule(args: argparse.Namespace) -> ScheduleConfig:
     )
 
 
-
-
 def bench_options(args: argparse.Namespace, simulated: str | None = None) -> BenchOptions:
     """The driver's options from the parsed arguments (``simulated``: the cost model)."""
     return BenchOptions(

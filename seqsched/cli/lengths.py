@@ -136,4 +136,3 @@ def _prompts_path(args: argparse.Namespace) -> Path:
     if not path.is_file():
         raise UsageError(f"prompts file {path} does not exist")
     return Path(path)
-

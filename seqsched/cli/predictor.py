@@ -1,5 +1,6 @@
-"""`seqsched predictor train|eval`: fit a length predictor on a length trace, and score
-one (Error, Acc-50, Acc-100, Kendall tau, under-predictions, ms per prompt)."""
+"""`seqsched predictor train|eval|convert`: fit a length predictor on a length trace, score
+one (Error, Acc-50, Acc-100, Kendall tau, under-predictions, ms per prompt), or rewrite one
+an older seqsched pickled in the format that loads without running code."""
 
 from __future__ import annotations
 
@@ -80,6 +81,21 @@ def add_parser(subparsers: Any) -> None:
         help="also write the metrics to this JSON file (- for stdout)",
     )
     e.set_defaults(func=evaluate)
+
+    c = sub.add_parser(
+        "convert",
+        help="rewrite a pickled (older seqsched) predictor in the safe array format",
+        formatter_class=HelpFormatter,
+    )
+    c.add_argument("source", type=Path, help="the old predictor directory (proxy.joblib or regressor.joblib)")
+    c.add_argument("destination", type=Path, help="a new directory for the converted predictor")
+    c.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="required: reading the old files unpickles them, which runs any code they name; "
+        "only for a predictor whose origin you trust",
+    )
+    c.set_defaults(func=convert)
 
 
 def _data_args(p: argparse.ArgumentParser, default_split: str | None) -> None:
@@ -176,6 +192,20 @@ def evaluate(args: argparse.Namespace) -> int:
         else:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(text)
+    return 0
+
+
+def convert(args: argparse.Namespace) -> int:
+    from seqsched.cli import UsageError
+    from seqsched.predict.convert import convert_pickled
+
+    if not args.trust_pickle:
+        raise UsageError(
+            f"{args.source}: converting unpickles its files, which can run code; pass --trust-pickle if you "
+            "trust where this predictor came from, or train a new one"
+        )
+    kind = convert_pickled(args.source, args.destination, trust_pickle=True)
+    print(f"seqsched predictor: the {kind} predictor in {args.source} rewritten as arrays -> {args.destination}")
     return 0
 
 

@@ -87,5 +87,3 @@ def main(args: argparse.Namespace) -> int:
     }
     stream_engines = {"continuous": continuous}
     return run_bench(options, engine, requests, trace.oracle(args.oracle), config, trace.name, stream_engines)
-
-

@@ -9,12 +9,15 @@ few hand-made numbers (sizes, requested counts, answer-shape keywords).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
+
+from seqsched.predict.tfidf import Tfidf
 
 # Words whose presence in the instruction hints at the answer's shape and size.
 _KEYWORDS = (
@@ -79,34 +82,71 @@ class PromptVectorizer:
     """TF-IDF of the instruction (word 1-3-grams, char 2-5-grams) and of the input
     (words, down-weighted: the instruction decides the answer's kind)."""
 
+    _BLOCKS = ("words", "chars", "inputs")
+
     def __init__(self, max_char_features: int = 100_000, input_weight: float = 0.5) -> None:
         self.max_char_features = max_char_features
         self.input_weight = input_weight
+        self.blocks: dict[str, Tfidf] = {}
 
     def fit(self, texts: Sequence[str]) -> PromptVectorizer:
         instructions, extras = zip(*map(split_prompt, texts), strict=True)
         inputs = [e for e in extras if e.strip()] or ["none"]  # so that a vocabulary exists
         # Rare n-grams are noise on real data, but a tiny training set has no common ones.
         min_df = 1 if len(texts) < 100 else 2
-        self.words = _tfidf(ngram_range=(1, 3), min_df=min_df)
         chars = {"analyzer": "char_wb", "ngram_range": (2, 5), "max_features": self.max_char_features}
-        self.chars = _tfidf(min_df=min_df + 1, **chars)
-        self.inputs = _tfidf(min_df=1 if len(inputs) < 100 else 3, max_features=20_000)
-        self.words.fit(instructions)
-        self.chars.fit(instructions)
-        self.inputs.fit(inputs)
+        fitted = {
+            "words": _tfidf(ngram_range=(1, 3), min_df=min_df).fit(instructions),
+            "chars": _tfidf(min_df=min_df + 1, **chars).fit(instructions),
+            "inputs": _tfidf(min_df=1 if len(inputs) < 100 else 3, max_features=20_000).fit(inputs),
+        }
+        self.blocks = {name: Tfidf.from_sklearn(v) for name, v in fitted.items()}
         return self
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         if len(texts) == 0:
             raise ValueError("no texts to featurize")
+        if not self.blocks:
+            raise ValueError("the prompt vectorizer is not fitted")
         instructions, extras = zip(*map(split_prompt, texts), strict=True)
-        blocks = [
-            self.words.transform(instructions),
-            self.chars.transform(instructions),
-            self.input_weight * self.inputs.transform(extras),
+        parts = [
+            (self.blocks["words"], instructions, 1.0),
+            (self.blocks["chars"], instructions, 1.0),
+            (self.blocks["inputs"], extras, self.input_weight),
         ]
-        return sparse.hstack(blocks, format="csr")
+        rows, columns, values = [], [], []
+        offset = 0
+        for block, docs, weight in parts:  # side by side: block k's columns after block k-1's
+            r, c, v = block.entries(docs)
+            rows.append(r)
+            columns.append(c + offset)
+            values.append(v * np.float32(weight))
+            offset += len(block.idf)
+        matrix = sparse.csr_matrix(
+            (np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))), shape=(len(texts), offset)
+        )
+        return matrix
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"vectorizer.input_weight": np.array([self.input_weight])}
+        for name, block in self.blocks.items():
+            terms = sorted(block.vocabulary, key=block.vocabulary.__getitem__)
+            arrays[f"vectorizer.{name}.terms"] = np.array(terms, dtype=np.str_)
+            arrays[f"vectorizer.{name}.idf"] = block.idf
+            arrays[f"vectorizer.{name}.settings"] = np.array(json.dumps(block.settings))
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PromptVectorizer:
+        vectorizer = cls(input_weight=float(arrays["vectorizer.input_weight"][0]))
+        for name in cls._BLOCKS:
+            terms = arrays[f"vectorizer.{name}.terms"].tolist()
+            settings = json.loads(str(arrays[f"vectorizer.{name}.settings"]))
+            vocabulary = {term: i for i, term in enumerate(terms)}
+            if len(vocabulary) != len(terms):
+                raise ValueError(f"the {name!r} vocabulary repeats a term")
+            vectorizer.blocks[name] = Tfidf(settings, vocabulary, arrays[f"vectorizer.{name}.idf"])
+        return vectorizer
 
 
 def _tfidf(**options: object) -> TfidfVectorizer:

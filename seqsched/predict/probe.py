@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import joblib
 import numpy as np
 
 from seqsched.predict import _llm
+from seqsched.predict.arrays import load_arrays, save_arrays
 from seqsched.predict.base import LengthPredictor, read_manifest, write_manifest
+from seqsched.predict.linear import LinearModel
+from seqsched.predict.trees import TreeEnsemble
 from seqsched.request import Request
 
 Regressor = Literal["ridge", "quantile"]
-_REGRESSOR_FILE = "regressor.joblib"
+REGRESSOR_FILE = "regressor.npz"  # arrays (arrays.py); older versions pickled it as regressor.joblib
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class ProbePredictor(LengthPredictor):
         self.tokenizer = tokenizer
         self.limit = limit
         self.config = config or ProbeConfig()
-        self.regressor: Any = None
+        self.regressor: LinearModel | TreeEnsemble | None = None
 
     def features(self, conversations: Sequence[_llm.Messages]) -> np.ndarray:
         """Each conversation encoded as the engine serves it, prefilled once."""
@@ -70,11 +72,7 @@ class ProbePredictor(LengthPredictor):
             raise ValueError(f"need as many texts as lengths, at least 2 ({len(texts)} vs {len(lengths)})")
         x = self.features([_llm.user_turn(t) for t in texts])
         y = np.asarray(lengths, dtype=np.float64)
-        self.regressor = _make_regressor(self.config)
-        if self.config.regressor == "ridge":
-            self.regressor.fit(x, np.log(np.maximum(y, 1.0)))
-        else:
-            self.regressor.fit(x, y)
+        self.regressor = fit_regressor(self.config, x, y)
 
     def predict(self, texts: Sequence[str]) -> list[int]:
         return self._predict([_llm.user_turn(t) for t in texts], [self.limit] * len(texts))
@@ -102,18 +100,35 @@ class ProbePredictor(LengthPredictor):
             "probe": dataclasses.asdict(self.config),
         }
         directory = write_manifest(path, self.kind, config)
-        joblib.dump(self.regressor, directory / _REGRESSOR_FILE)
+        save_arrays(directory / REGRESSOR_FILE, self.regressor.to_arrays(self.config.regressor))
 
     @classmethod
     def load(cls, path: str | Path, model: Any = None, tokenizer: Any = None) -> ProbePredictor:
         config = read_manifest(path, cls.kind)["config"]
+        probe = ProbeConfig(**config["probe"])
+        arrays = load_arrays(Path(path) / REGRESSOR_FILE)  # before the model: a refusal is quick
+        try:
+            if probe.regressor == "ridge":
+                regressor: LinearModel | TreeEnsemble = LinearModel.from_arrays(arrays, "ridge")
+            else:
+                regressor = TreeEnsemble.from_arrays(arrays, "quantile")
+        except KeyError as e:
+            raise ValueError(f"{path}: {REGRESSOR_FILE} lacks the array {e}") from e
         model, tokenizer = _llm.load_base(_llm.resolve_model_path(config["model_path"], path), model, tokenizer)
-        predictor = cls(model, tokenizer, config["limit"], ProbeConfig(**config["probe"]))
-        predictor.regressor = joblib.load(Path(path) / _REGRESSOR_FILE)
+        predictor = cls(model, tokenizer, config["limit"], probe)
+        predictor.regressor = regressor
         return predictor
 
 
-def _make_regressor(config: ProbeConfig) -> Any:
+def fit_regressor(config: ProbeConfig, x: np.ndarray, y: np.ndarray) -> LinearModel | TreeEnsemble:
+    """Fit the configured scikit-learn regressor, kept as arrays. Ridge learns log length."""
+    model = make_regressor(config)
+    if config.regressor == "ridge":
+        return LinearModel.from_sklearn(model.fit(x, np.log(np.maximum(y, 1.0))))
+    return TreeEnsemble.from_sklearn([model.fit(x, y)])
+
+
+def make_regressor(config: ProbeConfig) -> Any:
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import joblib
 import numpy as np
 from scipy import sparse
 from sklearn.decomposition import TruncatedSVD
@@ -31,11 +30,13 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
+from seqsched.predict.arrays import load_arrays, save_arrays
 from seqsched.predict.base import LengthPredictor, read_manifest, write_manifest
-from seqsched.predict.features import PromptVectorizer, hand_features
+from seqsched.predict.features import NUM_HAND_FEATURES, PromptVectorizer, hand_features
+from seqsched.predict.trees import TreeEnsemble
 
-FORMAT_VERSION = 1
-MODEL_FILE = "proxy.joblib"
+FORMAT_VERSION = 2  # 1: a joblib pickle of scikit-learn objects; 2: arrays (arrays.py)
+MODEL_FILE = "proxy.npz"
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,33 @@ class ProxyConfig:
 class _Level1:
     """The fitted level-1 models: what level 2 sees of a prompt besides hand features."""
 
-    ridge: Ridge
+    ridge_coef: np.ndarray  # (targets, features): a fitted Ridge's coef_ and intercept_
+    ridge_intercept: np.ndarray
     neighbors: np.ndarray  # the training prompts' SVD embeddings, scaled to unit length
     neighbor_log_lengths: np.ndarray
     num_neighbors: int
     num_neighbor_features: ClassVar[int] = 6
 
+    def __post_init__(self) -> None:
+        # sparse @ dense copies a transposed (non-contiguous) operand on every call
+        self._coef_t = np.ascontiguousarray(self.ridge_coef.T)
+
     def features(self, x: sparse.csr_matrix, embedding: np.ndarray) -> np.ndarray:
-        return np.hstack([self.ridge.predict(x), self._neighbor_features(embedding)])
+        ridge = np.asarray(x @ self._coef_t) + self.ridge_intercept
+        return np.hstack([ridge, self._neighbor_features(embedding)])
+
+    _ARRAYS: ClassVar[tuple[str, ...]] = ("ridge_coef", "ridge_intercept", "neighbors", "neighbor_log_lengths")
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {f"level1.{name}": getattr(self, name) for name in self._ARRAYS}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], num_neighbors: int) -> _Level1:
+        ridge_coef, ridge_intercept, neighbors, logs = (arrays[f"level1.{name}"] for name in cls._ARRAYS)
+        level1 = cls(ridge_coef, ridge_intercept, neighbors, logs, num_neighbors)
+        if len(level1.neighbors) != len(level1.neighbor_log_lengths) or len(level1.neighbors) == 0:
+            raise ValueError("level-1 neighbor arrays of different (or zero) lengths")
+        return level1
 
     def _neighbor_features(self, embedding: np.ndarray) -> np.ndarray:
         similarity = embedding @ self.neighbors.T  # unit rows: cosine similarity
@@ -120,9 +140,10 @@ class ProxyPredictor(LengthPredictor):
     def __init__(self, config: ProxyConfig | None = None) -> None:
         self.config = config or ProxyConfig()
         self._vectorizer: PromptVectorizer | None = None
-        self._svd: TruncatedSVD | None = None
+        self._svd_components: np.ndarray | None = None  # a fitted TruncatedSVD's components_
+        self._projection: np.ndarray | None = None  # their transpose, contiguous
         self._level1: _Level1 | None = None
-        self._trees: list[HistGradientBoostingRegressor] = []
+        self._trees: TreeEnsemble | None = None
 
     def fit(self, texts: Sequence[str], lengths: Sequence[int]) -> None:
         """Learn from prompt texts and their target lengths (the max over samples)."""
@@ -142,52 +163,85 @@ class ProxyPredictor(LengthPredictor):
             self._vectorizer = PromptVectorizer().fit(texts)
             x = self._vectorizer.transform(texts)
             num_components = min(cfg.num_components, x.shape[1] - 1)
-            self._svd = TruncatedSVD(num_components, random_state=cfg.seed).fit(x)
+            self._svd_components = TruncatedSVD(num_components, random_state=cfg.seed).fit(x).components_
+            self._projection = None
             embedding = self._embed(x)
             hand = hand_features(texts)
-            self._trees = [
+            bags = [
                 self._new_trees(bag).fit(np.hstack([self._out_of_fold(x, embedding, targets, bag), hand]), log_y)
                 for bag in range(cfg.num_bags)
             ]
+            self._trees = TreeEnsemble.from_sklearn(bags)
             self._level1 = self._fit_level1(x, embedding, targets)
 
     def predict(self, texts: Sequence[str]) -> list[int]:
-        if self._vectorizer is None or self._level1 is None or not self._trees:
+        if self._vectorizer is None or self._level1 is None or self._trees is None:
             raise ValueError("the proxy predictor is not fitted: call fit() or load() first")
         if len(texts) == 0:
             return []
-        with threadpool_limits(self.config.num_threads):
-            x = self._vectorizer.transform(texts)
-            level1 = self._level1.features(x, self._embed(x))
-            features = np.hstack([level1, hand_features(texts)])
-            log_pred = np.mean([trees.predict(features) for trees in self._trees], axis=0)
+        # No thread limit here: these products are too small for BLAS to thread, and
+        # threadpoolctl's own call costs ~2.5 ms, ten times the prediction's.
+        x = self._vectorizer.transform(texts)
+        level1 = self._level1.features(x, self._embed(x))
+        log_pred = self._trees.predict(np.hstack([level1, hand_features(texts)]))
         return [max(1, round(p)) for p in np.expm1(log_pred).tolist()]
 
     def save(self, path: str | Path) -> None:
-        if self._level1 is None:
+        if self._vectorizer is None or self._level1 is None or self._trees is None or self._svd_components is None:
             raise ValueError("cannot save an unfitted proxy predictor")
         directory = write_manifest(path, self.kind, {**asdict(self.config), "format_version": FORMAT_VERSION})
-        state = {"vectorizer": self._vectorizer, "svd": self._svd, "level1": self._level1, "trees": self._trees}
-        joblib.dump(state, directory / MODEL_FILE, compress=3)
+        arrays = {
+            **self._vectorizer.to_arrays(),
+            "svd.components": self._svd_components,
+            **self._level1.to_arrays(),
+            **self._trees.to_arrays("trees"),
+        }
+        save_arrays(directory / MODEL_FILE, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> ProxyPredictor:
         config = dict(read_manifest(path, cls.kind)["config"])
         version = config.pop("format_version", None)
+        arrays = load_arrays(Path(path) / MODEL_FILE)  # refuses a version-1 pickle, with a message
         if version != FORMAT_VERSION:
             raise ValueError(f"{path}: proxy format version {version!r}, this code reads {FORMAT_VERSION}")
-        model_file = Path(path) / MODEL_FILE
-        if not model_file.is_file():
-            raise FileNotFoundError(f"{path}: a proxy predictor manifest without its model ({MODEL_FILE})")
-        state = joblib.load(model_file)
         predictor = cls(ProxyConfig.from_dict(config))
-        predictor._vectorizer, predictor._svd = state["vectorizer"], state["svd"]
-        predictor._level1, predictor._trees = state["level1"], state["trees"]
+        try:
+            predictor._vectorizer = PromptVectorizer.from_arrays(arrays)
+            predictor._svd_components = arrays["svd.components"]
+            predictor._level1 = _Level1.from_arrays(arrays, predictor.config.num_neighbors)
+            predictor._trees = TreeEnsemble.from_arrays(arrays, "trees")
+        except KeyError as e:
+            raise ValueError(f"{path}: {MODEL_FILE} lacks the array {e}") from e
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: {MODEL_FILE} is inconsistent ({e})") from e
+        predictor._check_shapes(path)
         return predictor
 
+    def _check_shapes(self, path: str | Path) -> None:
+        assert self._vectorizer is not None and self._level1 is not None and self._trees is not None
+        assert self._svd_components is not None
+        num_text = sum(len(b.idf) for b in self._vectorizer.blocks.values())
+        coef, components = self._level1.ridge_coef, self._svd_components
+        expected = coef.shape[0] + _Level1.num_neighbor_features + NUM_HAND_FEATURES
+        checks = [
+            (coef.shape[1] == num_text, f"ridge sees {coef.shape[1]} text features, the vectorizer makes {num_text}"),
+            (components.shape[1] == num_text, f"SVD sees {components.shape[1]} text features, not {num_text}"),
+            (
+                self._level1.neighbors.shape[1] == components.shape[0],
+                f"neighbors have {self._level1.neighbors.shape[1]} dimensions, the SVD {components.shape[0]}",
+            ),
+            (self._trees.num_features == expected, f"trees see {self._trees.num_features} features, not {expected}"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ValueError(f"{path}: {MODEL_FILE} is inconsistent: {'; '.join(problems)}")
+
     def _embed(self, x: sparse.csr_matrix) -> np.ndarray:
-        assert self._svd is not None
-        embedding = self._svd.transform(x).astype(np.float32)
+        assert self._svd_components is not None
+        if self._projection is None:
+            self._projection = np.ascontiguousarray(self._svd_components.T)  # contiguous: see _Level1
+        embedding = np.asarray(x @ self._projection, dtype=np.float32)
         unit: np.ndarray = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
         return unit
 
@@ -202,7 +256,7 @@ class ProxyPredictor(LengthPredictor):
 
     def _fit_level1(self, x: sparse.csr_matrix, embedding: np.ndarray, targets: np.ndarray) -> _Level1:
         ridge = Ridge(alpha=self.config.ridge_alpha).fit(x, targets)
-        return _Level1(ridge, embedding, targets[:, 0], self.config.num_neighbors)
+        return _Level1(ridge.coef_, ridge.intercept_, embedding, targets[:, 0], self.config.num_neighbors)
 
     def _new_trees(self, bag: int) -> HistGradientBoostingRegressor:
         cfg = self.config

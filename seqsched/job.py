@@ -17,17 +17,23 @@ NOTE on what a job guarantees:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seqsched.bench.metrics import Metrics, compute_metrics
 from seqsched.data.batch_io import error_line, is_answered, read_requests, result_line, write_json, write_jsonl
 from seqsched.data.journal import Journal, answer_fingerprint, fingerprint_of, read_lines, settings_fingerprint
+from seqsched.data.lock import job_lock, lock_path
 from seqsched.data.traces import read_length_map
 from seqsched.eta import PredictedEta, format_seconds
 from seqsched.pipeline import Pipeline, RunReport
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
     from seqsched.data.batch_io import InputError
 
 STDIN = Path("-")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class JobPaths:
     errors: Path
     status: Path
     journal: Path
+    mode: int = 0o666  # the files' permissions (less the umask): the input's, so answers are no more readable
 
 
 @dataclass(frozen=True)
@@ -83,18 +91,43 @@ def journal_path(output_path: Path) -> Path:
 
 
 def check_paths(config: RunConfig) -> JobPaths:
-    """Every path the job will read or write, checked before anything loads."""
+    """Every path the job will read or write, checked before anything loads: each file
+    the job creates is not a symbolic link or a directory, its directory is writable, and
+    no two of the job's files (the input included) are the same file."""
     paths = job_paths(config.output_path, config.errors_path)
     if config.input_path != STDIN:
         _readable_file(config.input_path, "input")
-    for what, path in (("output", paths.output), ("error file", paths.errors)):
-        if path.resolve() == config.input_path.resolve():
-            raise ValueError(f"the {what} ({path}) would overwrite the input")
-        _writable_dir(path.parent, what, path)
+    created = {
+        "output": paths.output,
+        "error file": paths.errors,
+        "status file": paths.status,
+        "journal": paths.journal,
+        "lock file": lock_path(paths.output),
+    }
+    for what, path in created.items():
+        if path.is_symlink():
+            raise ValueError(f"the {what} {path} is a symbolic link: seqsched does not write through links")
         if path.is_dir():
-            raise ValueError(f"{what} path {path} is a directory")
-    if paths.errors.resolve() == paths.output.resolve():
-        raise ValueError(f"the error file and the output are the same file ({paths.output})")
+            raise ValueError(f"the {what} path {path} is a directory")
+        _writable_dir(path.parent, what, path)
+    named = {**({"input": config.input_path} if config.input_path != STDIN else {}), **created}
+    seen: dict[Path, str] = {}
+    for what, path in named.items():
+        same = seen.setdefault(path.resolve(), what)
+        if same != what:
+            raise ValueError(f"the {what} and the {same} would be the same file ({path}): give them different paths")
+    if config.predictor is not None and not Path(config.predictor).is_dir():
+        raise ValueError(f"predictor {config.predictor} is not a directory (a saved predictor)")
+    if config.oracle_lengths is not None:
+        _readable_file(config.oracle_lengths, "oracle lengths")
+    if config.input_path != STDIN:
+        paths = dataclasses.replace(paths, mode=config.input_path.stat().st_mode & 0o666)
+    return paths
+
+
+def _check_fresh(config: RunConfig, paths: JobPaths) -> None:
+    """Refuse to replace earlier work unasked; called holding the job's lock, so no other
+    job can create it in between."""
     if not (config.resume or config.overwrite):
         existing = [p for p in (paths.output, paths.journal) if p.exists()]
         if existing:
@@ -102,16 +135,31 @@ def check_paths(config: RunConfig) -> JobPaths:
                 f"{existing[0]} exists: resume that job (--resume, or resume=True in Python), or start afresh "
                 "(--overwrite, or overwrite=True)"
             )
-    if config.predictor is not None and not Path(config.predictor).is_dir():
-        raise ValueError(f"predictor {config.predictor} is not a directory (a saved predictor)")
-    if config.oracle_lengths is not None:
-        _readable_file(config.oracle_lengths, "oracle lengths")
-    return paths
+
+
+def _remove_stale_temporaries(paths: JobPaths) -> int:
+    """Temporary files an earlier job on this output left when it was killed mid-write
+    (``.NAME.tmp-PID``); safe to remove under the lock. Returns how many."""
+    removed = 0
+    for path in (paths.output, paths.errors, paths.status):
+        for tmp in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def execute(config: RunConfig, progress: Progress | None = None, data: bytes | None = None) -> RunSummary:
-    """Run a resolved config; ``data`` is the input's bytes when it is stdin (``-``)."""
+    """Run a resolved config; ``data`` is the input's bytes when it is stdin (``-``). The
+    job holds an exclusive lock on its output from here to its end (``data/lock.py``)."""
     paths = check_paths(config)
+    with job_lock(paths.output):
+        _check_fresh(config, paths)
+        _remove_stale_temporaries(paths)
+        return _execute_locked(config, paths, progress, data)
+
+
+def _execute_locked(config: RunConfig, paths: JobPaths, progress: Progress | None, data: bytes | None) -> RunSummary:
     requests, errors = read_requests(
         "<stdin>" if config.input_path == STDIN else config.input_path,
         config.max_new_tokens,
@@ -137,8 +185,10 @@ def execute(config: RunConfig, progress: Progress | None = None, data: bytes | N
     finished: dict[int, dict[str, Any]] = {}  # request index -> its answer line, made once
     started = time.time()
     if config.resume:  # the journal holds exactly the answers kept, written atomically
-        write_jsonl(paths.journal, list(answered.values()))
-    journal = Journal(paths.journal, fresh=not config.resume)
+        write_jsonl(paths.journal, list(answered.values()), paths.mode)
+    journal = Journal(paths.journal, fresh=not config.resume, mode=paths.mode)
+    # A status exists from the start: on a full disk it can still be rewritten in place.
+    _write_status(paths, config, "running", len(requests) + len(errors), started)
     try:
         if todo:
             run_requests = _local_runner(config, todo, oracle) if config.ray is None else _ray_runner(config)
@@ -166,16 +216,16 @@ def execute(config: RunConfig, progress: Progress | None = None, data: bytes | N
         _write_status(paths, config, "interrupted", len(requests) + len(errors), started)
         journal.close()
         raise
-    except BaseException:
-        _write_status(paths, config, "failed", len(requests) + len(errors), started)
+    except BaseException as e:
+        _write_status(paths, config, "failed", len(requests) + len(errors), started, error=e)
         journal.close()
         raise
     failed = [res for res in report.results if res.status == RequestStatus.FINISHED_ERROR]
     lines = _answers(requests, answered, finished)
     counts = {"completed": len(lines), "failed": len(errors) + len(failed), "resumed": len(answered)}
     with finishing():
-        write_jsonl(paths.errors, _error_lines(errors, failed))
-        write_jsonl(paths.output, lines)
+        write_jsonl(paths.errors, _error_lines(errors, failed), paths.mode)
+        write_jsonl(paths.output, lines, paths.mode)
         _write_status(paths, config, "completed", len(requests) + len(errors), started, counts)
         journal.remove()
     return RunSummary(
@@ -245,8 +295,9 @@ def _write_status(
     total: int,
     started: float,
     counts: dict[str, int] | None = None,
+    error: BaseException | None = None,
 ) -> None:
-    status = {
+    status: dict[str, Any] = {
         "state": state,
         "input": str(config.input_path),
         "output": str(paths.output) if state == "completed" else None,
@@ -255,11 +306,24 @@ def _write_status(
         "request_counts": {"total": total, **(counts or {})},
         "seconds": round(time.time() - started, 3),
     }
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        status["error"] = f"disk full: {error.strerror or error}"
     try:
-        write_json(paths.status, status)
-    except OSError:  # a full disk must not hide the job's own error
+        write_json(paths.status, status, paths.mode)
+    except OSError:
         if state == "completed":
             raise
+        _overwrite_in_place(paths.status, status)  # a full disk: the old status's blocks are reused
+
+
+def _overwrite_in_place(path: Path, status: dict[str, Any]) -> None:
+    """Rewrite a small file where it is (no second copy): what still works on a full disk.
+    Never raises: it must not hide the job's own error."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.truncate(0)
+            f.write(json.dumps(status, indent=2) + "\n")
 
 
 def _settings_fingerprint(config: RunConfig) -> str:

@@ -54,6 +54,8 @@ class RunReport:
     predictor_seconds: float = 0.0
     num_preemptions: int | None = None  # continuous engines that count them
     num_oom_splits: int = 0  # micro-batches halved after the engine ran out of memory
+    num_error_splits: int = 0  # micro-batches halved after the engine raised
+    num_engine_errors: int = 0  # requests that failed alone in the engine (FINISHED_ERROR)
     num_replica_retries: int = 0  # groups re-run after their Ray replica died
     stream_order: tuple[int, ...] | None = None  # a continuous engine's admission order
     stream_reserve: tuple[tuple[int, int], ...] | None = None  # its KV reservations, by index
@@ -160,8 +162,15 @@ class Pipeline:
             r.status = RequestStatus.RUNNING
         started = self._clock
         run = self._run_halving(engine, batch, rows)
-        assert [o.index for o in run.outcomes] == list(batch.indices), "outcomes out of row order"
+        for r in rows:
+            if r.status == RequestStatus.FINISHED_ERROR:
+                self._finish(self._results[r.index])
+                self._progress(1)
+        rows = [r for r in rows if r.status != RequestStatus.FINISHED_ERROR]
+        assert [o.index for o in run.outcomes] == [r.index for r in rows], "outcomes out of row order"
         self._clock += run.seconds
+        if not rows:
+            return []
         failed_outcomes = [o for r, o in zip(rows, run.outcomes, strict=True) if self._record(r, o, batch, started)]
         failed = [self._by_index[o.index] for o in failed_outcomes]
         resumed = self.config.fcr_mode == "resume"
@@ -182,22 +191,31 @@ class Pipeline:
         return failed
 
     def _run_halving(self, engine: Engine, batch: MicroBatch, rows: list[Request]) -> BatchRun:
-        """Run a micro-batch; if the engine runs out of memory, run each half in turn (a
-        row's tokens do not depend on its batch mates, so the outcomes are the same)."""
+        """Run a micro-batch. If the engine runs out of memory, or raises for any other
+        reason, run each half in turn (a row's tokens do not depend on its batch mates, so
+        the outcomes are the same): one poison row fails alone, as FINISHED_ERROR with the
+        engine's message, and the rest of its batch is answered. No outcome is returned for
+        a failed row."""
         try:
             return engine.run(batch, rows)
         except OutOfMemory:
             if len(rows) == 1:
                 raise
-        self._report.num_oom_splits += 1
+            self._report.num_oom_splits += 1
+        except Exception as e:  # not Stopped or KeyboardInterrupt: those end the job
+            if len(rows) == 1:
+                rows[0].fail(f"the engine failed on this request: {type(e).__name__}: {e}")
+                self._report.num_engine_errors += 1
+                return BatchRun([], 0.0)
+            self._report.num_error_splits += 1
         half = len(rows) // 2
         runs = [
             self._run_halving(engine, MicroBatch(batch.indices[part], batch.max_new_tokens, batch.is_retry), rows[part])
             for part in (slice(0, half), slice(half, None))
         ]
-        num_steps = max(o.num_steps for run in runs for o in run.outcomes)
-        outcomes = [dataclasses.replace(o, num_steps=num_steps) for run in runs for o in run.outcomes]
-        return BatchRun(outcomes, sum(run.seconds for run in runs))
+        outcomes = [o for run in runs for o in run.outcomes]
+        num_steps = max((o.num_steps for o in outcomes), default=0)
+        return BatchRun([dataclasses.replace(o, num_steps=num_steps) for o in outcomes], sum(r.seconds for r in runs))
 
     def _record(self, request: Request, outcome: Outcome, batch: MicroBatch, started: float) -> bool:
         """Fold one outcome into its result; return True when it is an FCR failure."""

@@ -26,6 +26,11 @@ class RequestStatus(enum.IntEnum):
         return self >= RequestStatus.FINISHED_STOPPED
 
 
+# Temperatures below this are greedy, as in vLLM (its _SAMPLING_EPS): dividing logits by a
+# tiny temperature overflows to inf, and a float32 1e-300 is 0.
+GREEDY_BELOW = 1e-5
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.0
@@ -40,7 +45,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Request:
     fingerprint: str | None = None
     status: RequestStatus = RequestStatus.WAITING
     error: str | None = None
+    model: str | None = None  # the model name the request gave (its answer echoes it)
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):

@@ -195,14 +195,17 @@ def test_result_lines_have_the_openai_batch_shape(tmp_path: Path) -> None:
     assert line["custom_id"] == "a" and line["error"] is None
     body = line["response"]["body"]
     assert line["response"]["status_code"] == 200
-    assert (body["object"], body["model"]) == ("chat.completion", "tiny")
-    assert body["choices"] == [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "yo"}}]
+    assert line["response"]["request_id"] == f"seqsched-{line['id'].removeprefix('batch_req_')}", "deterministic"
+    assert (body["object"], body["model"]) == ("chat.completion", "m"), "the name the request asked for"
+    message = {"role": "assistant", "content": "yo"}
+    assert body["choices"] == [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}]
+    assert body["system_fingerprint"] is None
     assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     assert line["seqsched"] == {"predicted_len": 5, "length": 6, "num_runs": 1}
 
     body = result_line(Result(text, token_ids=[9], text="z"), "tiny")["response"]["body"]
-    assert body["object"] == "text_completion"
-    assert body["choices"] == [{"index": 0, "finish_reason": "length", "text": "z"}]
+    assert (body["object"], body["model"]) == ("text_completion", "tiny"), "no name asked for: the model's"
+    assert body["choices"] == [{"index": 0, "text": "z", "logprobs": None, "finish_reason": "length"}]
 
     line = result_line(Result(failed), "tiny")
     assert line["response"] is None

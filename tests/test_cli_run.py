@@ -137,7 +137,8 @@ def test_an_empty_input_gives_an_empty_output(tiny_model_dir: Path, tmp_path: Pa
         (["-o", "{tmp}/no/such/dir/out.jsonl"], "directory {tmp}/no/such/dir does not exist"),
         (["--predictor", "{tmp}/no-predictor"], "predictor {tmp}/no-predictor is not a directory"),
         (["--oracle-lengths", "{tmp}/no-lengths.jsonl"], "oracle lengths {tmp}/no-lengths.jsonl does not exist"),
-        (["--errors", "{tmp}/requests.jsonl"], "would overwrite the input"),
+        (["--errors", "{tmp}/requests.jsonl"], "the error file and the input would be the same file"),
+        (["--errors", "{tmp}/out.jsonl.partial"], "the journal and the error file would be the same file"),
     ],
 )
 def test_bad_paths_fail_before_the_model_loads(
@@ -213,19 +214,22 @@ def test_a_crash_keeps_finished_work_in_the_journal(
 ) -> None:
     from seqsched.engine.hf import HFEngine
 
+    class Crash(BaseException):  # what the process dying looks like: nothing catches it
+        pass
+
     real_run, calls = HFEngine.run, []
 
     def flaky_run(self: HFEngine, batch: Any, requests: Any) -> Any:
         calls.append(batch)
         if len(calls) == 2:
-            raise RuntimeError("the GPU fell off the bus")
+            raise Crash("the GPU fell off the bus")
         return real_run(self, batch, requests)
 
     monkeypatch.setattr(HFEngine, "run", flaky_run)
     monkeypatch.setattr(HFEngine, "warmup", lambda self, requests: None)
     inp = _write(tmp_path / "requests.jsonl", GOOD)
     out = tmp_path / "out.jsonl"
-    with pytest.raises(RuntimeError, match="fell off the bus"):
+    with pytest.raises(Crash, match="fell off the bus"):
         _run(tiny_model_dir, inp, out)
     assert not out.exists(), "a failed job writes no output that looks complete"
     # Vanilla sorts by limit (c: 3, a: 6, d: 8, b: 9): the first micro-batch is c and a.
@@ -256,9 +260,11 @@ def test_a_full_disk_names_the_journal_and_resume_recovers(
     monkeypatch.setattr(Journal, "append", full_disk)
     inp = _write(tmp_path / "requests.jsonl", GOOD)
     out = tmp_path / "out.jsonl"
-    assert _run(tiny_model_dir, inp, out) == 2
+    assert _run(tiny_model_dir, inp, out) == 4, "disk full has its own exit status"
     err = capsys.readouterr().err
-    assert f"cannot write the journal {out}.partial: No space left on device" in err
+    assert f"disk full: [Errno 28] cannot write the journal {out}.partial: No space left on device" in err
+    status = json.loads((tmp_path / "out.jsonl.status.json").read_text())
+    assert status["state"] == "failed" and status["error"].startswith("disk full")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "out.jsonl.partial",
         "out.jsonl.status.json",

@@ -54,18 +54,19 @@ def test_a_bad_request_fails_alone(tiny_engine: HFEngine, reference: list[list[i
     assert [report.results[i].token_ids for i in (0, 2)] == [reference[0], reference[2]]
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"sampling": SamplingParams(temperature=0.7)}, "greedy requests only here; sampled: \\['r0'\\]"),
-        ({"target_len": 5}, "cannot force trace lengths"),
-    ],
-)
-def test_unsupported_requests_are_named(tiny_engine: HFEngine, change: dict, message: str) -> None:
+def test_a_sampled_request_fails_alone_with_its_reason(tiny_engine: HFEngine, reference: list[list[int]]) -> None:
+    requests = _requests(3)
+    requests[0].sampling = SamplingParams(temperature=0.7)
+    report = Pipeline(HFContinuousEngine(tiny_engine), ConstantPredictor(), ScheduleConfig()).run(requests)
+    assert report.results[0].status == RequestStatus.FINISHED_ERROR
+    assert "greedy requests only here (temperature 0.7 given)" in (report.results[0].request.error or "")
+    assert [report.results[i].token_ids for i in (1, 2)] == [reference[1], reference[2]]
+
+
+def test_replayed_lengths_are_refused_by_name(tiny_engine: HFEngine) -> None:
     requests = _requests(2)
-    for key, value in change.items():
-        setattr(requests[0], key, value)
-    with pytest.raises(ValueError, match=message):
+    requests[0].target_len = 5
+    with pytest.raises(ValueError, match="cannot force trace lengths"):
         Pipeline(HFContinuousEngine(tiny_engine), ConstantPredictor(), ScheduleConfig()).run(requests)
 
 

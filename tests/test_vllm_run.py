@@ -68,6 +68,30 @@ def test_run_with_vllm_answers_and_errs_as_the_hf_engine_does(model_dir: Path, t
     assert errors[0] == errors[1]
     assert [(e["line"], e["custom_id"]) for e in errors[1]] == [(2, None), (3, "n"), (5, "long")]
     assert "exceeds the model's context" in errors[1][2]["error"]["message"]
+    for name in ("hf", "vllm"):
+        out = tmp_path / f"{name}.jsonl"
+        _validate_as_vllm(out)
+        _validate_as_vllm(out.with_name(out.name + ".errors.jsonl"))
+
+
+def _validate_as_vllm(path: Path) -> None:
+    """Every line parses as vLLM's own batch output line. vLLM's ``run_batch`` answers only
+    chat, so a completion's body is checked against vLLM's ``CompletionResponse`` and the
+    line around it with the body set aside. A line whose input had no readable custom_id
+    keeps ``null`` there (vLLM's model wants a string; its run_batch stops at such a line)."""
+    from vllm.entrypoints.launchers.run_batch import BatchRequestOutput
+    from vllm.entrypoints.openai.completion.protocol import CompletionResponse
+
+    for text in path.read_text().splitlines():
+        line = json.loads(text)
+        if line["custom_id"] is None:
+            assert line["error"] is not None and line["response"] is None
+            continue
+        body = (line.get("response") or {}).get("body")
+        if body is not None and body["object"] == "text_completion":
+            CompletionResponse.model_validate(body)
+            line = {**line, "response": {**line["response"], "body": None}}
+        BatchRequestOutput.model_validate(line)
 
 
 def test_run_with_vllm_resumes_after_a_kill(model_dir: Path, tmp_path: Path) -> None:

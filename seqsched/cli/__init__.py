@@ -8,11 +8,14 @@ Start with `seqsched bench` (the built-in model and workload, no download) or
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
 
 from seqsched.cli.help import HelpFormatter
+
+EXIT_DISK_FULL = 4  # the journal keeps what finished; --resume after freeing space
 
 # subcommand -> module in seqsched.cli; each module has add_parser(subparsers) and main(args)
 SUBCOMMANDS = ["run", "serve", "bench", "simulate", "calibrate", "lengths", "predictor"]
@@ -80,7 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _subparser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
-    except (UsageError, OSError, ValueError, KeyError) as e:
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"seqsched {args.command}: error: disk full: {e} (finished answers stay in the journal: free "
+                  "space, then --resume)", file=sys.stderr)  # fmt: skip
+            return EXIT_DISK_FULL
+        print(f"seqsched {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (UsageError, ValueError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"seqsched {args.command}: error: {message}", file=sys.stderr)
         return 2

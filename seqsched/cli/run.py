@@ -109,9 +109,32 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=main)
 
 
+# Options only a continuous engine reads, and their defaults: given with --engine hf they
+# would do nothing, so they are refused.
+STREAM_ONLY = {
+    "policy": None, "admission": "none", "kv_margin": 1.0, "max_bypass": 1024, "max_num_seqs": 256,
+    "num_gpu_blocks": None,
+}  # fmt: skip
+
+
+def check_engine_options(args: argparse.Namespace) -> None:
+    from seqsched.cli import UsageError
+
+    if args.engine != "hf":
+        return
+    given = [name for name, default in STREAM_ONLY.items() if getattr(args, name, default) != default]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(
+            f"{flags}: only continuous engines use {'it' if len(given) == 1 else 'them'} (--engine continuous or "
+            "vllm); --engine hf runs static micro-batches (--batch-size, --group-size, --vbs)"
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     from seqsched.signals import Stopped, stop_on_signals
 
+    check_engine_options(args)
     if args.dry_run:
         return _dry_run(args)
     if args.output is None:

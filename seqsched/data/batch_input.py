@@ -17,7 +17,8 @@ NOTE on what a line must be, and what happens when it is not:
   POST, and any other body field it does not know), as vLLM's ``run_batch`` refuses them.
 - ``custom_id`` is required, as the OpenAI Batch format requires it (``require_custom_id``
   off gives ``request-<line>`` instead, for prompt files read by ``bench`` and ``lengths``).
-- ``body.model`` and ``body.user`` are recorded, not enforced. A request without
+- ``body.model`` is echoed in the answer's ``body.model`` (else the model's name), not
+  enforced; ``body.user`` is accepted and ignored. A request without
   ``temperature`` is greedy (temperature 0), unlike the OpenAI API's default of 1.
 Positions: a request's ``index`` is its 0-based line number, so indices are unique and in
 input order, with gaps where a line was blank or bad.
@@ -167,7 +168,15 @@ def _request(obj: dict[str, Any], number: int, custom_id: str, default_limit: in
         max_new_tokens=_limit(body, prefix, default_limit),
         sampling=_sampling(body, prefix),
         stop=_stop(body.get("stop"), f"{prefix}stop"),
+        model=_model(body.get("model"), f"{prefix}model"),
     )
+
+
+def _model(value: Any, field: str) -> str | None:
+    """The model name the request asked for: echoed in its answer, as servers do."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise _Bad(field, "must be a non-empty string", value)
+    return value
 
 
 def _check_supported(body: dict[str, Any], prefix: str) -> None:
@@ -181,6 +190,10 @@ def _check_supported(body: dict[str, Any], prefix: str) -> None:
             raise _Bad(f"{prefix}{field}", "not supported by seqsched", body[field])
 
 
+_ROLES = ("system", "user", "assistant")
+_ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system turn
+
+
 def _messages(value: Any, field: str) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise _Bad(field, "must be a non-empty list of {role, content} objects", value)
@@ -191,6 +204,9 @@ def _messages(value: Any, field: str) -> list[dict[str, str]]:
         role, content = m.get("role"), m.get("content")
         if not isinstance(role, str) or not role:
             raise _Bad(f"{field}[{i}].role", "must be a non-empty string", role)
+        role = _ROLE_ALIASES.get(role, role)
+        if role not in _ROLES:  # a template drops roles it does not know: the model would see nothing
+            raise _Bad(f"{field}[{i}].role", "must be system, user or assistant (developer is read as system)", role)
         if isinstance(content, list):  # OpenAI content parts: keep the text ones
             if not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
                 raise _Bad(f"{field}[{i}].content", "parts must be {type: text, text} objects", content)

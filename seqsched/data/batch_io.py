@@ -23,18 +23,22 @@ REQUEST_FAILED = "request_failed"
 
 
 def result_line(result: Result, model: str) -> dict[str, Any]:
-    """One OpenAI Batch output line for a request that ran (or failed in the engine)."""
+    """One OpenAI Batch output line for a request that ran (or failed in the engine), in
+    the shape vLLM's ``BatchRequestOutput`` validates (a test checks it). Its ids are
+    digests of the ``custom_id``, not random, so a resumed job's output is byte-identical
+    to an uninterrupted one's (with ``SOURCE_DATE_EPOCH`` fixing ``created``)."""
     request = result.request
     if request.status == RequestStatus.FINISHED_ERROR:
         return error_line(request.request_id, request.error or "request failed", REQUEST_FAILED)
     assert request.status.is_finished, f"request {request.request_id!r} has not finished"
     chat = request.messages is not None
     reason = "stop" if request.status == RequestStatus.FINISHED_STOPPED else "length"
-    choice: dict[str, Any] = {"index": 0, "finish_reason": reason}
+    choice: dict[str, Any] = {"index": 0}
     if chat:
         choice["message"] = {"role": "assistant", "content": result.text}
     else:
         choice["text"] = result.text
+    choice.update(logprobs=None, finish_reason=reason)  # as OpenAI and vLLM send it: null when not asked
     usage = {
         "prompt_tokens": request.num_prompt_tokens,
         "completion_tokens": result.num_output_tokens,
@@ -44,14 +48,15 @@ def result_line(result: Result, model: str) -> dict[str, Any]:
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{_digest(request.request_id)}",
         "object": "chat.completion" if chat else "text_completion",
         "created": _created(),
-        "model": model,
+        "model": request.model or model,
         "choices": [choice],
         "usage": usage,
+        "system_fingerprint": None,
     }
     return {
         "id": f"batch_req_{_digest(request.request_id)}",
         "custom_id": request.request_id,
-        "response": {"status_code": 200, "body": body},
+        "response": {"status_code": 200, "request_id": f"seqsched-{_digest(request.request_id)}", "body": body},
         "error": None,
         "seqsched": {
             "predicted_len": request.predicted_len,
@@ -109,22 +114,27 @@ def dumps_line(line: dict[str, Any]) -> str:
 _LINE_BREAKS = ("\u0085", "\u2028", "\u2029", "\x1c", "\x1d", "\x1e")
 
 
-def write_jsonl(path: str | Path, lines: list[dict[str, Any]]) -> None:
-    """Write atomically: a crash mid-write leaves the old file, never a torn one."""
-    _write_atomic(Path(path), "".join(dumps_line(line) for line in lines))
+def write_jsonl(path: str | Path, lines: list[dict[str, Any]], mode: int = 0o666) -> None:
+    """Write atomically: a crash mid-write leaves the old file, never a torn one. ``mode``
+    is the new file's permissions (less the umask): a job passes its input's."""
+    _write_atomic(Path(path), "".join(dumps_line(line) for line in lines), mode)
 
 
-def write_json(path: str | Path, obj: dict[str, Any]) -> None:
-    _write_atomic(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+def write_json(path: str | Path, obj: dict[str, Any], mode: int = 0o666) -> None:
+    _write_atomic(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n", mode)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str, mode: int = 0o666) -> None:
     """Write a temporary file beside ``path``, then rename it over; a failure (a full disk)
-    leaves neither a torn file nor the temporary one, and names the path."""
+    leaves neither a torn file nor the temporary one, and names the path. The temporary
+    is created exclusively and without following links, so a planted link is not written
+    through."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # this process's own leftover (a failed earlier write)
     try:
-        with tmp.open("w", encoding="utf-8") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import IO, Any
 
@@ -82,10 +83,15 @@ def cut_torn_tail(path: Path) -> int:
 class Journal:
     """Appends one JSON line per answer and flushes it to the OS at once."""
 
-    def __init__(self, path: Path, fresh: bool) -> None:
+    def __init__(self, path: Path, fresh: bool, mode: int = 0o666) -> None:
         self.path = path
         self.num_cut = 0 if fresh else cut_torn_tail(path)
-        self._file: IO[str] = path.open("w" if fresh else "a", encoding="utf-8")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if fresh else os.O_APPEND)
+        try:
+            fd = os.open(path, flags, mode)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot open the journal {path}: {e.strerror}") from e
+        self._file: IO[str] = os.fdopen(fd, "w" if fresh else "a", encoding="utf-8")
 
     def append(self, line: dict[str, Any]) -> None:
         text = dumps_line(line)

@@ -93,6 +93,14 @@ class HFContinuousEngine(StreamEngine):
         return None if self.num_blocks is None else self.num_blocks * self.block_size
 
     def prepare(self, requests: Sequence[Request]) -> None:
+        """Tokenize as the HF engine does; a sampled request fails alone (this engine's
+        transformers path decodes greedily), the others run."""
+        for r in requests:
+            if not r.status.is_finished and not r.sampling.greedy:
+                r.fail(
+                    f"transformers' continuous batching runs greedy requests only here (temperature "
+                    f"{r.sampling.temperature:g} given): use --engine hf or --engine vllm for sampled lines"
+                )
         self.engine.prepare(requests)
 
     def decode(self, token_ids: Sequence[int]) -> str:
@@ -182,9 +190,6 @@ def _wait_until_serving(manager: Any) -> float:
 
 
 def _check_supported(requests: Sequence[Request]) -> None:
-    sampled = [r.request_id for r in requests if not r.sampling.greedy]
-    if sampled:
-        raise ValueError(f"transformers' continuous batching runs greedy requests only here; sampled: {sampled[:5]}")
     replayed = [r.request_id for r in requests if r.target_len is not None]
     if replayed:
         raise ValueError(

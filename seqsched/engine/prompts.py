@@ -4,6 +4,7 @@ vLLM see the same prompt tokens and cut outputs the same way. No torch here."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -25,10 +26,23 @@ def encode(tokenizer: Any, request: Request, chat_template: bool) -> list[int]:
 
 def tokenize_all(tokenizer: Any, requests: Iterable[Request], chat_template: bool, max_context: int | None) -> None:
     """Tokenize each unfinished request and fail the ones that are empty or do not fit
-    the context with their ``max_new_tokens``; one bad request never stops the others."""
+    the context with their ``max_new_tokens``; one bad request never stops the others.
+    A long prompt that cannot fit whatever its tokens is refused before it is tokenized
+    (a 1 MiB prompt would cost seconds and a gigabyte to count); a shorter one is counted
+    exactly, for the exact message."""
+    longest = longest_token_chars(tokenizer) if max_context is not None else None
     for r in requests:
         if r.status.is_finished:
             continue
+        chars = prompt_chars(r) if r.prompt_token_ids is None else 0
+        if chars > CHEAP_BOUND_CHARS and longest is not None and max_context is not None:
+            at_least = -(-chars // longest)
+            if at_least + r.max_new_tokens > max_context:
+                r.fail(
+                    f"prompt of {chars:,} characters has at least {at_least:,} tokens; with "
+                    f"max_new_tokens {r.max_new_tokens} it exceeds the model's context of {max_context}"
+                )
+                continue
         if r.prompt_token_ids is None:
             try:
                 r.prompt_token_ids = encode(tokenizer, r, chat_template)
@@ -38,6 +52,36 @@ def tokenize_all(tokenizer: Any, requests: Iterable[Request], chat_template: boo
         error = check_fits(r, max_context)
         if error is not None:
             r.fail(error)
+
+
+CHEAP_BOUND_CHARS = 65_536  # above this, the bound is tried first (tokenizing costs ~0.1 s)
+
+
+def prompt_chars(request: Request) -> int:
+    if request.messages is not None:
+        return sum(len(m["content"]) for m in request.messages)
+    return len(request.prompt if request.prompt is not None else request.text)
+
+
+def longest_token_chars(tokenizer: Any) -> int | None:
+    """The most characters one vocabulary entry stands for, so a text of ``c`` characters
+    has at least ``ceil(c / longest)`` tokens. A vocabulary entry is spelled with at least
+    one character per character it decodes to (byte-level entries spell each byte with
+    one; ``<0x0A>``-style byte tokens spell one character with six), so its spelled length
+    bounds it. None when the tokenizer has no vocabulary to read."""
+    cached = getattr(tokenizer, "_seqsched_longest_token", None)
+    if cached is not None:
+        return int(cached)
+    try:
+        vocabulary = tokenizer.get_vocab()
+    except Exception:  # a tokenizer without one: no bound, tokenize everything
+        return None
+    longest = max((len(t) for t in vocabulary), default=0)
+    if longest < 1:
+        return None
+    with contextlib.suppress(AttributeError):
+        tokenizer._seqsched_longest_token = longest
+    return longest
 
 
 def check_fits(request: Request, max_context: int | None) -> str | None:

@@ -60,7 +60,10 @@ class RowSampler(LogitsProcessor):
 
     @staticmethod
     def _draw(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        # Shifted by the max first: the top logit is 0, the rest <= 0, so no temperature
+        # can overflow them to inf (and inf - inf to NaN).
+        shifted = logits.float() - logits.float().max()
+        probs = torch.softmax(shifted / params.temperature, dim=-1)
         if params.top_p < 1.0:
             sorted_probs, order = probs.sort(descending=True)
             # Keep the smallest prefix whose mass reaches top_p (at least one token).

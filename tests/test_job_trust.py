@@ -1,0 +1,189 @@
+"""A job under hostile input: poison lines fail alone, one job per output, paths that
+cannot be turned, files no more readable than the input."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seqsched.cli import main
+from seqsched.data.lock import JobLocked, job_lock
+
+GOOD = [{"custom_id": c, "prompt": f"the queue {c} waits for", "max_tokens": 5} for c in "abcdef"]
+
+
+def _write(path: Path, lines: list[Any]) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _run(model: Path, inp: Path, out: Path, *extra: str) -> int:
+    argv = ["run", str(inp), "--model", str(model), "--output", str(out), "--device", "cpu", "--batch-size", "4"]
+    return main([*argv, "--max-new-tokens", "8", *extra])
+
+
+def test_a_tiny_temperature_is_greedy_and_the_job_completes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    lines = [*GOOD[:3], {"custom_id": "tiny", "prompt": "the queue tiny", "temperature": 1e-300, "top_p": 1e-300},
+             *GOOD[3:]]  # fmt: skip
+    inp = _write(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    assert _run(tiny_model_dir, inp, out) == 0
+    answers = {x["custom_id"]: x for x in _read(out)}
+    assert sorted(answers) == sorted(["tiny", *"abcdef"])
+    greedy = _write(tmp_path / "greedy.jsonl", [{"custom_id": "tiny", "prompt": "the queue tiny"}])
+    assert _run(tiny_model_dir, greedy, tmp_path / "greedy-out.jsonl") == 0
+    reference = _read(tmp_path / "greedy-out.jsonl")[0]["response"]["body"]["choices"][0]["text"]
+    assert answers["tiny"]["response"]["body"]["choices"][0]["text"] == reference, "below 1e-5 is greedy"
+
+
+def test_a_row_the_engine_raises_on_fails_alone(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from seqsched.engine.hf import HFEngine
+
+    real_run = HFEngine.run
+
+    def poisoned(self: HFEngine, batch: Any, requests: Any) -> Any:
+        if any(r.request_id == "c" for r in requests):
+            raise RuntimeError("probability tensor contains either inf, nan or element < 0")
+        return real_run(self, batch, requests)
+
+    monkeypatch.setattr(HFEngine, "run", poisoned)
+    inp = _write(tmp_path / "in.jsonl", GOOD)
+    out = tmp_path / "out.jsonl"
+    assert _run(tiny_model_dir, inp, out) == 3, "some lines failed: exit 3"
+    assert [x["custom_id"] for x in _read(out)] == ["a", "b", "d", "e", "f"]
+    (error,) = _read(tmp_path / "out.jsonl.errors.jsonl")
+    assert error["custom_id"] == "c" and error["line"] == 3
+    assert "the engine failed on this request: RuntimeError: probability tensor" in error["error"]["message"]
+    monkeypatch.setattr(HFEngine, "run", real_run)
+    assert _run(tiny_model_dir, inp, out, "--resume") == 0, "resume answers the failed row now"
+    assert [x["custom_id"] for x in _read(out)] == list("abcdef")
+
+
+@pytest.mark.parametrize("role", ["tool", "User", "foo"])
+def test_unknown_roles_are_refused_per_line(tiny_model_dir: Path, tmp_path: Path, role: str) -> None:
+    lines = [GOOD[0], {"custom_id": "r", "messages": [{"role": role, "content": "hi"}]},
+             {"custom_id": "dev", "messages": [{"role": "developer", "content": "be brief"},
+                                               {"role": "user", "content": "hi"}]}]  # fmt: skip
+    out = tmp_path / "out.jsonl"
+    assert _run(tiny_model_dir, _write(tmp_path / "in.jsonl", lines), out) == 3
+    assert [x["custom_id"] for x in _read(out)] == ["a", "dev"], "developer is read as system"
+    (error,) = _read(tmp_path / "out.jsonl.errors.jsonl")
+    assert "messages[0].role" in error["error"]["message"] and json.dumps(role) in error["error"]["message"]
+
+
+def test_a_huge_prompt_is_refused_before_it_is_tokenized(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import seqsched.engine.prompts as prompts
+
+    real_encode, encoded = prompts.encode, []
+    monkeypatch.setattr(prompts, "encode", lambda t, r, c: encoded.append(r.request_id) or real_encode(t, r, c))
+    lines = [GOOD[0], {"custom_id": "huge", "prompt": "word " * 200_000}]
+    out = tmp_path / "out.jsonl"
+    assert _run(tiny_model_dir, _write(tmp_path / "in.jsonl", lines), out, "--max-line-bytes", str(2 << 20)) == 3
+    (error,) = _read(tmp_path / "out.jsonl.errors.jsonl")
+    assert "1,000,000 characters has at least" in error["error"]["message"]
+    assert "huge" not in encoded
+
+
+def test_stream_only_options_are_refused_with_the_static_engine(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = _write(tmp_path / "in.jsonl", GOOD)
+    assert _run(tiny_model_dir, inp, tmp_path / "o.jsonl", "--policy", "sjf", "--max-num-seqs", "8") == 2
+    assert "--policy, --max-num-seqs: only continuous engines use them" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl.partial").exists()
+
+
+def _hold_lock(output: str, ready: Any, release: Any) -> None:
+    with job_lock(Path(output)):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_second_job_on_the_same_output_is_refused(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(str(out), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        assert _run(tiny_model_dir, _write(tmp_path / "in.jsonl", GOOD), out) == 2
+        assert f"another seqsched job (pid {holder.pid}) is writing {out}" in capsys.readouterr().err
+        assert not out.exists() and not (tmp_path / "out.jsonl.partial").exists()
+    finally:
+        release.set()
+        holder.join(30)
+    assert _run(tiny_model_dir, tmp_path / "in.jsonl", out) == 0, "the lock goes with its holder"
+    assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+def test_the_lock_is_exclusive_in_one_process_too(tmp_path: Path) -> None:
+    with job_lock(tmp_path / "o"), pytest.raises(JobLocked, match=f"pid {os.getpid()}"), job_lock(tmp_path / "o"):
+        pass
+    with job_lock(tmp_path / "o"):  # released: taken again
+        pass
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (
+            lambda d: (d / "out.jsonl.partial").symlink_to(d / "elsewhere"),
+            "the journal {d}/out.jsonl.partial is a symbolic link",
+        ),
+        (lambda d: (d / "out.jsonl.status.json").mkdir(), "the status file path {d}/out.jsonl.status.json is a dir"),
+        (lambda d: (d / "out.jsonl.lock").symlink_to("/etc/passwd"), "lock file {d}/out.jsonl.lock is a symbolic"),
+        (lambda d: (d / "out.jsonl").symlink_to(d / "target"), "the output {d}/out.jsonl is a symbolic link"),
+    ],
+)
+def test_planted_links_and_directories_are_refused_before_anything_runs(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: Any, message: str
+) -> None:
+    inp = _write(tmp_path / "in.jsonl", GOOD)
+    setup(tmp_path)
+    started = time.monotonic()
+    assert _run(tiny_model_dir, inp, tmp_path / "out.jsonl", "--overwrite") == 2
+    assert message.format(d=tmp_path) in capsys.readouterr().err
+    assert time.monotonic() - started < 10, "refused before the model loads"
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "target").exists()
+
+
+def test_an_input_that_is_the_journal_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    inp = _write(tmp_path / "out.jsonl.partial", GOOD)
+    assert _run(tiny_model_dir, inp, tmp_path / "out.jsonl", "--overwrite") == 2
+    assert inp.read_text().count("\n") == len(GOOD), "the input is untouched"
+
+
+def test_the_job_files_are_no_more_readable_than_the_input(tiny_model_dir: Path, tmp_path: Path) -> None:
+    inp = _write(tmp_path / "in.jsonl", [*GOOD, "not json"])
+    inp.chmod(0o600)
+    out = tmp_path / "out.jsonl"
+    assert _run(tiny_model_dir, inp, out) == 3
+    for path in (out, tmp_path / "out.jsonl.errors.jsonl", tmp_path / "out.jsonl.status.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    stale = tmp_path / ".out.jsonl.tmp-999999"
+    stale.write_text("half an output")
+    other = tmp_path / ".another.jsonl.tmp-1"
+    other.write_text("not this job's")
+    assert _run(tiny_model_dir, _write(tmp_path / "in.jsonl", GOOD), tmp_path / "out.jsonl") == 0
+    assert not stale.exists() and other.exists()

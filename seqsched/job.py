@@ -35,6 +35,7 @@ from seqsched.data.batch_io import error_line, is_answered, read_requests, resul
 from seqsched.data.journal import Journal, answer_fingerprint, fingerprint_of, read_lines, settings_fingerprint
 from seqsched.data.lock import job_lock, lock_path
 from seqsched.data.traces import read_length_map
+from seqsched.engine.source import check_device, check_source
 from seqsched.eta import PredictedEta, format_seconds
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.request import Request, RequestStatus, Result
@@ -70,6 +71,7 @@ class RunSummary:
     output_path: Path
     errors_path: Path
     num_oom_splits: int = 0  # micro-batches halved after running out of memory
+    job_seconds: float = 0.0  # the whole job's wall time: reading, loading, generating, writing
 
     @property
     def num_errors(self) -> int:
@@ -120,6 +122,9 @@ def check_paths(config: RunConfig) -> JobPaths:
         raise ValueError(f"predictor {config.predictor} is not a directory (a saved predictor)")
     if config.oracle_lengths is not None:
         _readable_file(config.oracle_lengths, "oracle lengths")
+    check_source(str(config.engine.model), "model")
+    check_source(config.engine.tokenizer_path, "tokenizer")
+    check_device(config.engine.device)
     if config.input_path != STDIN:
         paths = dataclasses.replace(paths, mode=config.input_path.stat().st_mode & 0o666)
     return paths
@@ -152,11 +157,13 @@ def _remove_stale_temporaries(paths: JobPaths) -> int:
 def execute(config: RunConfig, progress: Progress | None = None, data: bytes | None = None) -> RunSummary:
     """Run a resolved config; ``data`` is the input's bytes when it is stdin (``-``). The
     job holds an exclusive lock on its output from here to its end (``data/lock.py``)."""
+    began = time.perf_counter()
     paths = check_paths(config)
     with job_lock(paths.output):
         _check_fresh(config, paths)
         _remove_stale_temporaries(paths)
-        return _execute_locked(config, paths, progress, data)
+        summary = _execute_locked(config, paths, progress, data)
+    return dataclasses.replace(summary, job_seconds=time.perf_counter() - began)
 
 
 def _execute_locked(config: RunConfig, paths: JobPaths, progress: Progress | None, data: bytes | None) -> RunSummary:

@@ -116,12 +116,12 @@ def test_unknown_model_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert str(missing) in capsys.readouterr().err
 
 
-def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model_dir: Path) -> None:
     inp = _write(tmp_path / "requests.jsonl", GOOD)
-    assert _run(tmp_path, inp, tmp_path / "o.jsonl", "--strategy", "seqsch") == 2
+    assert _run(tiny_model_dir, inp, tmp_path / "o.jsonl", "--strategy", "seqsch") == 2
     assert "needs a predictor" in capsys.readouterr().err
     lengths = _write(tmp_path / "lengths.jsonl", [{"id": "a", "length": 2}])
-    assert _run(tmp_path, inp, tmp_path / "o.jsonl", "--oracle-lengths", str(lengths)) == 2
+    assert _run(tiny_model_dir, inp, tmp_path / "o.jsonl", "--oracle-lengths", str(lengths)) == 2
     assert "no length for 3 request(s): 'b', 'c', 'd'" in capsys.readouterr().err
 
 

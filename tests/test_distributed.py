@@ -52,7 +52,7 @@ def test_replicas_answer_as_one_process_does(local_ray: None, tiny_model_dir: Pa
 
 
 def test_a_bad_model_path_is_named(local_ray: None, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no-such-model"):
+    with pytest.raises(OSError, match="no-such-model' does not exist"):  # before any replica starts
         seqsched.run(
             _requests(tmp_path / "r.jsonl", 2), tmp_path / "o.jsonl", model=tmp_path / "no-such-model", ray=RayConfig(2)
         )

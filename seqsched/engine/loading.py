@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import pickle
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from seqsched.engine.config import EngineConfig
+from seqsched.engine.source import ModelLoadError, check_source
+
+__all__ = ["ModelLoadError", "check_source", "load_model", "resolve_device"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ModelLoadError(OSError):
-    """A model or tokenizer could not be loaded. The message says which and why."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -48,23 +47,15 @@ def _dtype(name: str, device: torch.device) -> torch.dtype | str:
     return _DTYPES[name]
 
 
-def check_source(source: str, what: str) -> None:
-    """Fail fast on a local path that is not a checkpoint, before transformers tries the hub."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        if what == "model" and not (path / "config.json").is_file():
-            raise ModelLoadError(f"{what} path {source!r} is a directory without a config.json")
-        return
-    if path.exists():
-        raise ModelLoadError(f"{what} path {source!r} is a file; expected a checkpoint directory")
-    # A hub id is 'name' or 'org/name'; anything else with a separator is a missing path.
-    if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
-        raise ModelLoadError(f"{what} path {source!r} does not exist")
-
-
 def _load(auto_class: Any, source: str, what: str, **kwargs: Any) -> Any:
     try:
         return auto_class.from_pretrained(source, **kwargs)
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) met more than tensors
+        refused = str(e).split("WeightsUnpickler error: ")[-1].split(".")[0]
+        raise ModelLoadError(
+            f"cannot load {what} {source!r}: its pickled weights (.bin) hold more than tensors ({refused}), which "
+            "could run code, so they are not loaded; use a checkpoint in safetensors"
+        ) from None
     except (OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(

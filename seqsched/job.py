@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from glob import escape as glob_escape
@@ -31,8 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seqsched.bench.metrics import Metrics, compute_metrics
+from seqsched.data.answer_index import Located, copy_lines, scan_answers
 from seqsched.data.batch_io import error_line, is_answered, read_requests, result_line, write_json, write_jsonl
-from seqsched.data.journal import Journal, answer_fingerprint, fingerprint_of, read_lines, settings_fingerprint
+from seqsched.data.journal import Journal, answer_fingerprint, settings_fingerprint
 from seqsched.data.lock import job_lock, lock_path
 from seqsched.data.traces import read_length_map
 from seqsched.engine.source import check_device, check_source
@@ -176,23 +178,27 @@ def _execute_locked(config: RunConfig, paths: JobPaths, progress: Progress | Non
     settings = _settings_fingerprint(config)
     for r in requests:
         r.fingerprint = answer_fingerprint(r.fingerprint, settings)
-    answered, changed, dropped, cut = _earlier_answers(config, paths, requests)
+    kept, changed, dropped, cut = _earlier_answers(config, paths, requests)
     if config.resume and (paths.output.exists() or paths.journal.exists()):
         print(
-            f"seqsched run: resuming: {len(answered)} answers kept, {changed} re-run (request or settings "
+            f"seqsched run: resuming: {len(kept)} answers kept, {changed} re-run (request or settings "
             f"changed), {dropped} dropped (not in the input)"
             + (f", a torn last line cut ({cut} bytes)" if cut else ""),
             file=sys.stderr,
             flush=True,
         )
-    todo = [r for r in requests if r.request_id not in answered]
+    todo = [r for r in requests if r.request_id not in kept]
     oracle = _oracle_lengths(config, todo)
     model_name = _model_name(config.engine.model)
     report = RunReport(results=[])
-    finished: dict[int, dict[str, Any]] = {}  # request index -> its answer line, made once
+    # Each answer's line lives in the journal only; this says where (-1: none), by request index.
+    where = array("q", [-1]) * (max((r.index for r in requests), default=-1) + 1)
     started = time.time()
-    if config.resume:  # the journal holds exactly the answers kept, written atomically
-        write_jsonl(paths.journal, list(answered.values()), paths.mode)
+    if config.resume:  # the journal holds exactly the answers kept, in input order, written atomically
+        order = [r for r in requests if r.request_id in kept]
+        offsets = copy_lines((kept[r.request_id] for r in order), paths.journal, paths.mode)
+        for r, offset in zip(order, offsets, strict=True):
+            where[r.index] = offset
     journal = Journal(paths.journal, fresh=not config.resume, mode=paths.mode)
     # A status exists from the start: on a full disk it can still be rewritten in place.
     _write_status(paths, config, "running", len(requests) + len(errors), started)
@@ -210,8 +216,7 @@ def _execute_locked(config: RunConfig, paths: JobPaths, progress: Progress | Non
                 line = result_line(result, model_name)
                 if is_answered(line):
                     line["seqsched"]["fingerprint"] = result.request.fingerprint
-                    journal.append(line)
-                    finished[result.request.index] = line
+                    where[result.request.index] = journal.append(line)
                 eta.finished(result.request)
                 left = eta.seconds_left()
                 if progress is not None and left is not None and hasattr(progress, "set_postfix_str"):
@@ -228,18 +233,20 @@ def _execute_locked(config: RunConfig, paths: JobPaths, progress: Progress | Non
         journal.close()
         raise
     failed = [res for res in report.results if res.status == RequestStatus.FINISHED_ERROR]
-    lines = _answers(requests, answered, finished)
-    counts = {"completed": len(lines), "failed": len(errors) + len(failed), "resumed": len(answered)}
+    num_lines = sum(1 for r in requests if where[r.index] >= 0)
+    counts = {"completed": num_lines, "failed": len(errors) + len(failed), "resumed": len(kept)}
     with finishing():
+        journal.close()
         write_jsonl(paths.errors, _error_lines(errors, failed), paths.mode)
-        write_jsonl(paths.output, lines, paths.mode)
+        answers = (Located(paths.journal, where[r.index], None) for r in requests if where[r.index] >= 0)
+        copy_lines(answers, paths.output, paths.mode)  # input order, one line in memory at a time
         _write_status(paths, config, "completed", len(requests) + len(errors), started, counts)
         journal.remove()
     return RunSummary(
         metrics=compute_metrics(report),
-        num_lines=len(lines),
-        num_answered=len(lines) - len(answered),
-        num_resumed=len(answered),
+        num_lines=num_lines,
+        num_answered=num_lines - len(kept),
+        num_resumed=len(kept),
         num_input_errors=len(errors),
         num_failed=len(failed),
         num_changed=changed,
@@ -252,37 +259,23 @@ def _execute_locked(config: RunConfig, paths: JobPaths, progress: Progress | Non
 
 def _earlier_answers(
     config: RunConfig, paths: JobPaths, requests: list[Request]
-) -> tuple[dict[str, dict[str, Any]], int, int, int]:
-    """Answers to reuse (by custom_id), and how many were re-run, dropped, and torn bytes cut."""
+) -> tuple[dict[str, Located], int, int, int]:
+    """Where the answers to reuse are (by custom_id), and how many were re-run, dropped, and
+    torn bytes cut. Streamed: the files are read a line at a time, only offsets kept."""
     if not config.resume:
         return {}, 0, 0, 0
     from seqsched.data.journal import cut_torn_tail
 
     cut = cut_torn_tail(paths.journal)
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Located] = {}
     for path in (paths.output, paths.journal):  # the journal is newer: it wins
         if path.exists():
-            for line in read_lines(path)[0]:
-                if isinstance(line.get("custom_id"), str) and is_answered(line):
-                    found[line["custom_id"]] = line
+            scan_answers(path, found)
     wanted = {r.request_id: r.fingerprint for r in requests}
-    kept = {cid: line for cid, line in found.items() if cid in wanted and fingerprint_of(line) == wanted[cid]}
+    kept = {cid: at for cid, at in found.items() if cid in wanted and at.fingerprint == wanted[cid]}
     changed = sum(1 for cid in found if cid in wanted and cid not in kept)
     dropped = sum(1 for cid in found if cid not in wanted)
     return kept, changed, dropped, cut
-
-
-def _answers(
-    requests: list[Request], answered: dict[str, dict[str, Any]], finished: dict[int, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Answer lines in input order: kept from earlier, or made as this run finished them."""
-    lines = []
-    for r in requests:
-        if r.request_id in answered:
-            lines.append(answered[r.request_id])
-        elif r.index in finished:
-            lines.append(finished[r.index])
-    return lines
 
 
 def _error_lines(errors: list[InputError], failed: list[Result]) -> list[dict[str, Any]]:

@@ -48,16 +48,20 @@ class SamplingParams:
         return self.temperature < GREEDY_BELOW
 
 
-@dataclass
+GREEDY = SamplingParams()
+
+
+@dataclass(slots=True)
 class Request:
-    """One generation request. ``index`` is its position in the input."""
+    """One generation request. ``index`` is its position in the input. Slotted: a job of a
+    million holds a million of these."""
 
     index: int
     request_id: str
     prompt: str | None = None
     messages: list[dict[str, str]] | None = None
     max_new_tokens: int = 512
-    sampling: SamplingParams = field(default_factory=SamplingParams)
+    sampling: SamplingParams = GREEDY  # frozen, so one instance serves every greedy request
     prompt_token_ids: list[int] | None = None
     num_prompt_tokens_hint: int | None = None  # for engines that never tokenize
     predicted_len: int | None = None

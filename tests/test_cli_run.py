@@ -249,13 +249,13 @@ def test_a_full_disk_names_the_journal_and_resume_recovers(
 
     real_append, appended = Journal.append, []
 
-    def full_disk(self: Journal, line: dict[str, Any]) -> None:
+    def full_disk(self: Journal, line: dict[str, Any]) -> int:
         if appended:
             with self.path.open("a") as f:
                 f.write('{"custom_id": "torn", "resp')  # what a write cut short leaves
             raise OSError(errno.ENOSPC, f"cannot write the journal {self.path}: No space left on device")
         appended.append(line)
-        real_append(self, line)
+        return real_append(self, line)
 
     monkeypatch.setattr(Journal, "append", full_disk)
     inp = _write(tmp_path / "requests.jsonl", GOOD)

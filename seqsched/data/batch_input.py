@@ -27,12 +27,13 @@ input order, with gaps where a line was blank or bad.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqsched.request import Request, SamplingParams
+from seqsched.request import GREEDY, Request, SamplingParams
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any prompt a context window holds
 CHAT_URL, COMPLETIONS_URL = "/v1/chat/completions", "/v1/completions"
@@ -76,28 +77,34 @@ def read_requests(
     ``path``); ``max_new_tokens`` is the limit for lines that give none. An empty file
     gives no requests and no errors."""
     path = Path(path)
-    raw = data if data is not None else path.read_bytes()
-    raw = raw.removeprefix(b"\xef\xbb\xbf")
     requests: list[Request] = []
     errors: list[InputError] = []
     seen: dict[str, int] = {}  # custom_id -> line
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        line = line.removesuffix(b"\r")
-        if not line.strip():
-            continue
-        custom_id: str | None = None
-        try:
-            obj = _load(line, max_line_bytes)
-            custom_id = _custom_id(obj, number, require_custom_id)
-            if custom_id in seen:
-                raise _Bad("custom_id", f"duplicate of line {seen[custom_id]}", custom_id)
-            seen[custom_id] = number
-            request = _request(obj, number, custom_id, max_new_tokens)
-            request.fingerprint = hashlib.sha256(line).hexdigest()
-            requests.append(request)
-        except _Bad as e:
-            errors.append(InputError(number, custom_id, f"{path.name}:{number}: {e}"))
+    with io.BytesIO(data) if data is not None else path.open("rb") as f:  # a line at a time
+        for number, raw in enumerate(f, start=1):
+            line = raw.removesuffix(b"\n").removesuffix(b"\r")
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")
+            if not line.strip():
+                continue
+            custom_id: str | None = None
+            try:
+                obj = _load(line, max_line_bytes)
+                custom_id = _custom_id(obj, number, require_custom_id)
+                if custom_id in seen:
+                    raise _Bad("custom_id", f"duplicate of line {seen[custom_id]}", custom_id)
+                seen[custom_id] = number
+                request = _request(obj, number, custom_id, max_new_tokens)
+                request.fingerprint = request_fingerprint(line)
+                requests.append(request)
+            except _Bad as e:
+                errors.append(InputError(number, custom_id, f"{path.name}:{number}: {e}"))
     return requests, errors
+
+
+def request_fingerprint(line: bytes) -> str:
+    """What resume compares a request by: a hash of its input line as given."""
+    return hashlib.sha256(line).hexdigest()
 
 
 def _load(line: bytes, max_line_bytes: int) -> dict[str, Any]:
@@ -244,6 +251,8 @@ def _sampling(body: dict[str, Any], prefix: str) -> SamplingParams:
     n = body.get("n", 1)
     if n is not None and (n != 1 or isinstance(n, bool)):
         raise _Bad(f"{prefix}n", "only n = 1 is supported", n)
+    if temperature == 0 and top_p == 1 and seed is None:
+        return GREEDY  # shared: most lines are greedy, and a million copies would cost 100 MB
     return SamplingParams(temperature=float(temperature), top_p=float(top_p), seed=seed)
 
 

@@ -99,19 +99,23 @@ class Journal:
             fd = os.open(path, flags, mode)
         except OSError as e:
             raise OSError(e.errno, f"cannot open the journal {path}: {e.strerror}") from e
-        self._file: IO[str] = os.fdopen(fd, "w" if fresh else "a", encoding="utf-8")
+        self._file: IO[bytes] = os.fdopen(fd, "wb" if fresh else "ab")
+        self._end = os.fstat(fd).st_size  # where the next line goes
         self._synced = time.monotonic()
         self.num_syncs = 0
 
-    def append(self, line: dict[str, Any]) -> None:
-        text = dumps_line(line)
+    def append(self, line: dict[str, Any]) -> int:
+        """Write one answer line; return its byte offset in the journal."""
+        data = dumps_line(line).encode("utf-8")
         try:
-            self._file.write(text)
+            self._file.write(data)
             self._file.flush()
             if time.monotonic() - self._synced >= SYNC_SECONDS:
                 self.sync()
         except OSError as e:
             raise OSError(e.errno, f"cannot write the journal {self.path}: {e.strerror}") from e
+        offset, self._end = self._end, self._end + len(data)
+        return offset
 
     def sync(self) -> None:
         os.fsync(self._file.fileno())

@@ -243,3 +243,21 @@ def test_the_journal_fsyncs_at_most_every_50_ms_and_on_close(tmp_path: Path, mon
         log.append({"i": i})
     log.close()
     assert synced == [0.05, 0.09] and len((tmp_path / "j").read_text().splitlines()) == 10
+
+
+def test_weights_changed_in_place_with_the_mtime_restored_are_not_resumed(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import shutil
+
+    from seqsched.data.journal import model_files
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    before = model_files(str(model))
+    weights = model / "model.safetensors"
+    info = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of the last weight
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(info.st_atime_ns, info.st_mtime_ns))  # the mtime put back
+    assert weights.stat().st_mtime_ns == info.st_mtime_ns and weights.stat().st_size == info.st_size
+    assert model_files(str(model)) != before

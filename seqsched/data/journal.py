@@ -2,8 +2,9 @@
 loses nothing, and what ``--resume`` reads back.
 
 NOTE on what resume may reuse. Every answer carries a fingerprint of what it was made
-from: the request's input line and the generation settings (model, its weights' files,
-tokenizer, dtype, engine, seed, default limit). ``--resume`` keeps an answer only when the
+from: the request's input line and the generation settings (the model and its files'
+sizes, change times and content hashes, ``model_files``; tokenizer, dtype, engine, seed,
+default limit). ``--resume`` keeps an answer only when the
 same ``custom_id`` now has the same fingerprint; an answer for a changed request or
 changed settings is re-run, and one for an id no longer in the input is dropped.
 
@@ -32,11 +33,44 @@ def answer_fingerprint(request_fingerprint: str | None, settings: str) -> str:
 
 
 def settings_fingerprint(settings: dict[str, Any], model: str) -> str:
-    """A hash of the generation settings and of the model's files (name, size, mtime)."""
-    path = Path(model).expanduser()
-    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir()) if path.is_dir() else []
-    text = json.dumps({"settings": settings, "files": files}, sort_keys=True, default=str)
+    """A hash of the generation settings and of the model's files (``model_files``)."""
+    text = json.dumps({"settings": settings, "files": model_files(model)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+FULL_HASH_BYTES = 64 << 20  # files up to this size are hashed whole
+SAMPLES, SAMPLE_BYTES = 16, 64 << 10  # larger ones: 16 blocks of 64 KiB spread over the file
+
+
+def model_files(model: str) -> list[tuple[str, int, int, str]]:
+    """What resume checks of a local model, per file (recursively): its relative path, size,
+    inode change time (``st_ctime_ns``: any write or metadata change moves it, and unlike
+    the mtime no user tool sets it back), and a content hash: whole for files up to 64 MiB
+    (config, tokenizer, small weights), else of 16 blocks of 64 KiB spread over the file
+    (1 MiB read for a 14 GB shard, where hashing all of it would take ~14 s a job). A
+    renamed or copied model re-runs its answers: the change time moves. A hub id has no
+    local files: its name alone is checked."""
+    root = Path(model).expanduser()
+    if not root.is_dir():
+        return []
+    files = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        info = path.stat()
+        files.append((str(path.relative_to(root)), info.st_size, info.st_ctime_ns, _content_digest(path, info.st_size)))
+    return files
+
+
+def _content_digest(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        if size <= FULL_HASH_BYTES:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        else:
+            for i in range(SAMPLES):
+                f.seek((size - SAMPLE_BYTES) * i // (SAMPLES - 1))
+                digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()[:16]
 
 
 def fingerprint_of(line: dict[str, Any]) -> str | None:

@@ -64,6 +64,12 @@ def main() -> None:
         help="vLLM on core 0, the client and seqsched on the other cores: the engine's compute is the same in "
         "every arm, as on a GPU, and the proxy's CPU cost lands on its own latency only",
     )
+    p.add_argument(
+        "--pin-each",
+        action="store_true",
+        help="each vLLM server on a core of its own (server i on core i), the client and seqsched on any: for "
+        "--behind N, N servers as N machines",
+    )
     p.add_argument("-o", "--output", type=Path, default=ROOT / "runs" / "serve_latency.json")
     p.add_argument("--plot", type=Path, default=None)
     args = p.parse_args()
@@ -85,8 +91,10 @@ def main() -> None:
         if not args.no_plain:
             plain_cfg = LocalVLLMConfig(**common, scheduling_policy="fcfs", log_path=work / "plain.log")
             arms["vllm"] = servers.enter_context(local_vllm(plain_cfg))
+        cores = sorted(os.sched_getaffinity(0))
+        own = [{"cpus": (cores[i % len(cores)],)} if args.pin_each else {} for i in range(args.behind)]
         behind = [
-            servers.enter_context(local_vllm(LocalVLLMConfig(**common, log_path=work / f"behind{i}.log")))
+            servers.enter_context(local_vllm(LocalVLLMConfig(**{**common, **own[i]}, log_path=work / f"behind{i}.log")))
             for i in range(args.behind)
         ]
         with contextlib.ExitStack() as stack:
@@ -234,7 +242,7 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, float]:
 def format_table(table: list[dict[str, Any]], report: dict[str, Any], args: argparse.Namespace) -> str:
     head = (f"{args.workload}: {args.num_prompts} requests a point, {args.rounds} interleaved rounds (medians), "
             f"max_num_seqs {args.max_num_seqs}, {args.dtype}, 1 thread; capacity {report['capacity_req_s']:.2f} "
-            f"req/s (plain vLLM, all at once)")  # fmt: skip
+            f"req/s ({'plain vLLM' if not args.no_plain else args.arms.split(',')[0]}, all at once)")  # fmt: skip
     lines = [head, "", "| load | arm | req/s | mean s | median s | p99 s | TTFT s | TPOT ms | s/token | "
              "x base: mean | p99 | per-token | req/s |", "|---" * 13 + "|"]  # fmt: skip
     for row in table:
@@ -256,7 +264,8 @@ def plot(table: list[dict[str, Any]], path: Path, report: dict[str, Any], args: 
     import matplotlib.pyplot as plt
 
     arms = list(dict.fromkeys(row["arm"] for row in table))
-    knob = [a for a in arms if a.startswith("sjf/")]
+    sjf = [a for a in arms if a.startswith("sjf/")]
+    knob = sjf if len({a.split("/")[2] for a in sjf}) > 1 else []  # arms that differ in --max-bypass
     fig, axes = plt.subplots(1, 3 if len(knob) > 1 else 2, figsize=(16 if len(knob) > 1 else 11, 4.2))
     bursts = []
     for arm in arms:
@@ -286,8 +295,10 @@ def plot(table: list[dict[str, Any]], path: Path, report: dict[str, Any], args: 
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=7)
     axes[1].set_ylabel("burst: end-to-end latency (s)")
-    fig.suptitle(f"{args.workload}: plain vLLM (fcfs) against seqsched serve (sjf); capacity "
-                 f"{report['capacity_req_s']:.1f} req/s, max_num_seqs {args.max_num_seqs}", fontsize=9)  # fmt: skip
+    what = (f"seqsched serve on {args.behind} vLLM server(s)" if args.no_plain
+            else "plain vLLM (fcfs) against seqsched serve (sjf)")  # fmt: skip
+    fig.suptitle(f"{args.workload}: {what}; capacity {report['capacity_req_s']:.1f} req/s, max_num_seqs "
+                 f"{args.max_num_seqs}", fontsize=9)  # fmt: skip
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -29,11 +29,13 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=200, help="serial requests for the added latency")
     p.add_argument("--tokens", type=int, default=64, help="tokens per streamed answer")
     p.add_argument("--concurrency", type=int, default=32, help="streams at once for the CPU figure")
+    p.add_argument("--predictor", default=None, help="seqsched serve's predictor (default: the shipped proxy)")
     args = p.parse_args()
     fake = FakeUpstream(seconds_per_token=0.0)
     with running(fake.app()) as upstream:
         port = free_port()
         command = [sys.executable, "-m", "seqsched", "serve", "--upstream", upstream, "--port", str(port)]
+        command += ["--predictor", args.predictor] if args.predictor else []
         process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
         proxy = f"http://127.0.0.1:{port}"
         try:

@@ -5,8 +5,9 @@ peak memory of `seqsched run` at 1k to 1M lines, each in a fresh process.
 
 Per size N it measures, with the built-in model and ``max_tokens`` 1 on every line:
 - ``dry-run``: ``seqsched run IN --dry-run`` (read, validate, plan; no model);
-- ``run`` (N <= --run-up-to): a real job; overhead = job wall time less the pipeline's own
-  clock (the summary prints both), per request;
+- ``run`` (N <= --run-up-to): a real job; overhead per request = (job wall time less the
+  pipeline's own clock, both from its summary line, less the fixed cost of a 10-line job:
+  imports, model load, warm-up) / N;
 - ``resume``: ``--resume`` of a job whose journal holds all N answers (built with the
   library's own fingerprint functions, as a finished run writes them), so nothing runs:
   reading the input and the journal and writing the output is all there is.
@@ -55,7 +56,7 @@ def write_journal(inp: Path, out: Path, n: int) -> None:
     from seqsched.data.journal import answer_fingerprint
     from seqsched.job import _settings_fingerprint, journal_path
 
-    settings = _settings_fingerprint(run_config(inp, out, model=str(MODEL), max_new_tokens=512, threads=1))
+    settings = _settings_fingerprint(run_config(inp, out, model=str(MODEL), max_new_tokens=512, num_threads=1))
     with journal_path(out).open("w") as f:
         for i in range(n):
             digest = hashlib.sha1(f"q{i}".encode()).hexdigest()[:24]
@@ -84,6 +85,12 @@ def measure(argv: list[str]) -> dict[str, Any]:
     return {"seconds": seconds, "rss_mb": usage.ru_maxrss / 1024, "rc": child.returncode, "stderr": text[-3000:]}
 
 
+def _pipeline_seconds(stderr: str) -> float:
+    found = re.search(r"over ([\d.]+) s \(the pipeline's clock\)", stderr)
+    assert found, stderr
+    return float(found.group(1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1000,10000,100000,1000000")
@@ -94,6 +101,12 @@ def main() -> None:
     common = ["--model", str(MODEL), "--threads", "1", "--device", "cpu"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="scale-job-") as tmp:
+        # The fixed cost (imports, model load, warm-up): a 10-line job's wall less its pipeline clock.
+        write_input(Path(tmp) / "in10.jsonl", 10)
+        fixed_run = measure([*seqsched, str(Path(tmp) / "in10.jsonl"), "-o", str(Path(tmp) / "o10"), *common])
+        assert fixed_run["rc"] == 0, fixed_run["stderr"]
+        fixed = fixed_run["seconds"] - _pipeline_seconds(fixed_run["stderr"])
+        print(f"fixed cost of a job (10 lines: wall less the pipeline's clock): {fixed:.2f} s", flush=True)
         for n in (int(x) for x in args.sizes.split(",")):
             inp, out = Path(tmp) / f"in{n}.jsonl", Path(tmp) / f"out{n}.jsonl"
             write_input(inp, n)
@@ -104,9 +117,10 @@ def main() -> None:
             if n <= args.run_up_to:
                 run = measure([*seqsched, str(inp), "-o", str(out), *common, "--batch-size", "64"])
                 assert run["rc"] == 0, run["stderr"]
-                pipeline = float(re.search(r"over ([\d.]+) s \(the pipeline's clock\)", run["stderr"]).group(1))
+                pipeline = _pipeline_seconds(run["stderr"])
                 row["run"] = {"seconds": run["seconds"], "rss_mb": run["rss_mb"], "pipeline_s": pipeline,
-                              "overhead_ms_per_request": (run["seconds"] - pipeline) / n * 1e3}  # fmt: skip
+                              "fixed_s": fixed,
+                              "overhead_ms_per_request": (run["seconds"] - pipeline - fixed) / n * 1e3}  # fmt: skip
                 out.unlink()
             write_journal(inp, out, n)
             resume = measure([*seqsched, str(inp), "-o", str(out), *common, "--resume"])

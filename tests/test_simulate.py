@@ -188,3 +188,15 @@ def test_simulate_cli_on_a_made_up_trace(tmp_path) -> None:
     assert data["config"]["sample"] == 100 and data["config"]["schedule"]["batch_size"] == 16
     assert [s["name"] for s in data["strategies"]] == ["vanilla", "oracle"]
     assert data["strategies"][0]["throughput_ratio"] == 1.0
+
+
+def test_a_strategy_that_cannot_run_is_refused_before_any_runs(tmp_path, capsys) -> None:
+    from seqsched.cli import main
+
+    trace = tmp_path / "trace.json"
+    trace.write_text(json.dumps([{"id": str(i), "L_t0.0": n} for i, n in enumerate(ACTUAL)]))
+    argv = ["simulate", "--trace", str(trace), "--cost-model", "cpu-default-model", "--oracle", "L_t0.0"]
+    assert main([*argv, "--strategies", "vanilla,continuous,continuous+sjf+kv+oracle"]) == 2
+    captured = capsys.readouterr()
+    assert "admits by KV cache, and the continuous engine's capacity is unknown" in captured.err
+    assert "vanilla" not in captured.out, "nothing ran before the refusal"

@@ -73,6 +73,11 @@ def _stream(name: str, base: str, switches: list[str], ctx: StrategyContext) -> 
         engine = _continuous_engine(name, ctx) if base == "continuous" else None
     if engine is None:
         raise ValueError(f"strategy {name!r} needs the {base} engine: run the bench with --engine {base}")
+    if "kv" in switches and engine.kv_capacity is None:  # refused before any strategy runs
+        raise ValueError(
+            f"strategy {name!r} admits by KV cache, and the {base} engine's capacity is unknown: give "
+            "--num-gpu-blocks (and --block-size)"
+        )
     policy: Policy = "sjf" if "sjf" in switches else "ljf" if "ljf" in switches else "fcfs"
     schedule = dataclasses.replace(ctx.schedule, policy=policy, admission="kv" if "kv" in switches else "none")
     detail = f"{engine.name}, {policy}" + (", kv admission" if "kv" in switches else "")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from seqsched.engine.base import BatchRun, Engine
 from seqsched.engine.trace import trace_outcomes
@@ -41,3 +44,13 @@ class StepCountingEngine(Engine):
         self.batches.append(batch)
         outcomes = trace_outcomes(batch, requests)
         return BatchRun(outcomes, float(outcomes[0].num_steps))
+
+
+def write_lines(path: Path, lines: list[Any]) -> Path:
+    """A JSONL file of ``lines``: objects dumped, strings written as they are (bad lines)."""
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -15,6 +15,8 @@ from seqsched.cli import main
 from seqsched.predict.base import write_manifest
 from seqsched.predict.constant import ConstantPredictor
 from seqsched.predict.registry import load_predictor
+from tests.helpers import read_lines as _read
+from tests.helpers import write_lines as _write
 
 GOOD: list[dict[str, Any]] = [
     {
@@ -25,15 +27,6 @@ GOOD: list[dict[str, Any]] = [
     {"custom_id": "c", "prompt": "a request waits for", "max_tokens": 3},
     {"custom_id": "d", "messages": [{"role": "user", "content": "our team groups"}]},
 ]
-
-
-def _write(path: Path, lines: list[Any]) -> Path:
-    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
-    return path
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _run(model: Path, inp: Path, out: Path, *extra: str) -> int:

@@ -15,17 +15,10 @@ import pytest
 
 from seqsched.cli import main
 from seqsched.data.lock import JobLocked, job_lock
+from tests.helpers import read_lines as _read
+from tests.helpers import write_lines as _write
 
 GOOD = [{"custom_id": c, "prompt": f"the queue {c} waits for", "max_tokens": 5} for c in "abcdef"]
-
-
-def _write(path: Path, lines: list[Any]) -> Path:
-    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
-    return path
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _run(model: Path, inp: Path, out: Path, *extra: str) -> int:

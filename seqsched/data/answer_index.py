@@ -8,12 +8,14 @@ fingerprint. ``copy_lines`` then moves lines by offset, never holding more than 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from seqsched.data.atomic import atomic_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,19 +34,25 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             offset += len(raw)
 
 
-def scan_answers(path: Path, found: dict[str, Located]) -> int:
-    """Add the successful answers in ``path`` to ``found`` (a later line wins); return how
-    many lines were unreadable (a torn tail, damage)."""
-    bad = 0
+def iter_objects(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(offset, object) for every non-blank line of ``path``, streamed; the object is None
+    for a line that is not a JSON object (a torn tail, damage)."""
     for offset, raw in iter_lines(path):
         if not raw.strip():
             continue
         try:
             line = json.loads(raw)
         except (ValueError, RecursionError):
-            bad += 1
-            continue
-        if not isinstance(line, dict):
+            line = None
+        yield offset, line if isinstance(line, dict) else None
+
+
+def scan_answers(path: Path, found: dict[str, Located]) -> int:
+    """Add the successful answers in ``path`` to ``found`` (a later line wins); return how
+    many lines were unreadable."""
+    bad = 0
+    for offset, line in iter_objects(path):
+        if line is None:
             bad += 1
             continue
         custom_id, response = line.get("custom_id"), line.get("response")
@@ -66,27 +74,15 @@ def read_line_at(f: IO[bytes], offset: int) -> bytes:
 def copy_lines(sources: Iterable[Located], destination: Path, mode: int = 0o666) -> list[int]:
     """Write the lines at ``sources`` to ``destination`` atomically, in the given order,
     one line in memory at a time; return each line's offset in ``destination``."""
-    tmp = destination.with_name(f".{destination.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
     offsets: list[int] = []
-    handles: dict[Path, IO[bytes]] = {}
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as out:
-            position = 0
-            for source in sources:
-                f = handles.get(source.path) or handles.setdefault(source.path, source.path.open("rb"))
-                line = read_line_at(f, source.offset)
-                out.write(line)
-                offsets.append(position)
-                position += len(line)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, destination)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, f"cannot write {destination}: {e.strerror}") from e
-    finally:
-        for f in handles.values():
-            f.close()
+    with contextlib.ExitStack() as handles, atomic_file(destination, mode) as out:
+        opened: dict[Path, IO[bytes]] = {}
+        position = 0
+        for source in sources:
+            if source.path not in opened:
+                opened[source.path] = handles.enter_context(source.path.open("rb"))
+            line = read_line_at(opened[source.path], source.offset)
+            out.write(line)
+            offsets.append(position)
+            position += len(line)
     return offsets

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from seqsched.data.atomic import atomic_file
 from seqsched.data.batch_input import DEFAULT_MAX_LINE_BYTES, InputError, read_requests
 from seqsched.request import RequestStatus, Result
 
@@ -125,23 +126,8 @@ def write_json(path: str | Path, obj: dict[str, Any], mode: int = 0o666) -> None
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o666) -> None:
-    """Write a temporary file beside ``path``, then rename it over; a failure (a full disk)
-    leaves neither a torn file nor the temporary one, and names the path. The temporary
-    is created exclusively and without following links, so a planted link is not written
-    through."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)  # this process's own leftover (a failed earlier write)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
+    with atomic_file(path, mode) as f:
+        f.write(text.encode("utf-8"))
 
 
 def _digest(text: str) -> str:

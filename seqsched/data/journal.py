@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from seqsched.data.answer_index import iter_objects
 from seqsched.data.batch_io import dumps_line
 
 FINGERPRINT_KEY = "fingerprint"
@@ -83,18 +84,11 @@ def read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The JSON object lines of a journal or output file, and how many lines were
     unreadable (a torn tail, damage)."""
     lines, bad = [], 0
-    for raw in path.read_bytes().split(b"\n"):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except (ValueError, RecursionError):
+    for _, line in iter_objects(path):
+        if line is None:
             bad += 1
-            continue
-        if isinstance(line, dict):
-            lines.append(line)
         else:
-            bad += 1
+            lines.append(line)
     return lines, bad
 
 

@@ -10,7 +10,6 @@ one for your model and machine.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from seqsched.engine.simulate import SimulatedEngine
 from seqsched.engine.simulate_stream import SimulatedContinuousEngine
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.predict.base import LengthPredictor
-from seqsched.predict.oracle import OraclePredictor
 from seqsched.request import Request
 from seqsched.schedule import ScheduleConfig
 
@@ -80,11 +78,25 @@ def dry_run(
         max(1, min(int(p), r.max_new_tokens))
         for p, r in zip(predictor.predict_requests(requests), requests, strict=True)
     ]
-    runs = [dataclasses.replace(r, target_len=p, predicted_len=None) for r, p in zip(requests, predicted, strict=True)]
+    # The requests themselves take their predicted lengths as the lengths to simulate (no
+    # copies: a dry run of a million lines holds one set); a dry run uses them up.
+    for r, p in zip(requests, predicted, strict=True):
+        r.target_len, r.predicted_len = p, None
     engine = SimulatedContinuousEngine(cost_model, max_num_seqs) if stream else SimulatedEngine(cost_model)
-    known = OraclePredictor({r.request_id: p for r, p in zip(requests, predicted, strict=True)})
-    report = Pipeline(engine, known, schedule).run(runs)
+    report = Pipeline(engine, _TargetLengths(), schedule).run(requests)
     return DryRun(list(requests), predicted, report, cost_model_name, stream)
+
+
+class _TargetLengths(LengthPredictor):
+    """Predicts each request's simulated length: the plan a correct predictor would make."""
+
+    kind = "dry-run"
+
+    def predict(self, texts: Sequence[str]) -> list[int]:
+        raise NotImplementedError("the dry run predicts requests, not texts")
+
+    def predict_requests(self, requests: Sequence[Request]) -> list[int]:
+        return [int(r.target_len or 1) for r in requests]
 
 
 def model_holder(predictor_path: str | Path | None, engine_config: Any, needs_model: bool = False) -> Any:

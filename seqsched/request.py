@@ -110,7 +110,7 @@ class Request:
         self.error = message
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What one run of a request in a micro-batch produced.
 
@@ -135,7 +135,7 @@ class Outcome:
         return len(self.token_ids)
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """The final answer for one request, after any FCR re-runs."""
 

@@ -15,6 +15,7 @@ Modes:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,8 +160,9 @@ def _dry_run(
         if not isinstance(strategy.predictor, LengthPredictor):
             print(f"{name!s:24} lengths come from the vanilla run: not known before running")
             continue
+        fresh = [dataclasses.replace(r) for r in requests]  # a dry run uses its requests up
         plan = dry_run(
-            requests, strategy.predictor, strategy.schedule, cost, args.cost_model, name.stream, args.max_num_seqs
+            fresh, strategy.predictor, strategy.schedule, cost, args.cost_model, name.stream, args.max_num_seqs
         )
         seconds, n = plan.report.wall_seconds, len(requests)
         mean = sum(r.completed_at for r in plan.report.results) / n

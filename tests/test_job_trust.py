@@ -254,3 +254,39 @@ def test_weights_changed_in_place_with_the_mtime_restored_are_not_resumed(tmp_pa
     os.utime(weights, ns=(info.st_atime_ns, info.st_mtime_ns))  # the mtime put back
     assert weights.stat().st_mtime_ns == info.st_mtime_ns and weights.stat().st_size == info.st_size
     assert model_files(str(model)) != before
+
+
+def test_resume_streams_answers_instead_of_holding_them(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """20,000 answers of 4 KB each (80 MB of text) resumed with every one kept: the job's
+    peak Python memory stays far below the answers' size (it holds offsets, not lines)."""
+    import hashlib
+    import tracemalloc
+
+    import seqsched
+    from seqsched.api import run_config
+    from seqsched.data.batch_input import request_fingerprint
+    from seqsched.data.journal import answer_fingerprint
+    from seqsched.job import _settings_fingerprint
+
+    n, text = 20_000, "x" * 4096
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    lines = [json.dumps({"custom_id": f"q{i}", "prompt": f"p {i}", "max_tokens": 1}).encode() for i in range(n)]
+    inp.write_bytes(b"".join(line + b"\n" for line in lines))
+    settings = _settings_fingerprint(run_config(inp, out, model=tiny_model_dir))
+    with (tmp_path / "out.jsonl.partial").open("w") as f:
+        for i, line in enumerate(lines):
+            digest = hashlib.sha1(f"q{i}".encode()).hexdigest()[:24]
+            body = {"object": "text_completion", "choices": [{"index": 0, "text": text, "finish_reason": "length"}]}
+            extra = {"fingerprint": answer_fingerprint(request_fingerprint(line), settings)}
+            answer = {"id": digest, "custom_id": f"q{i}", "response": {"status_code": 200, "body": body},
+                      "error": None, "seqsched": extra}  # fmt: skip
+            f.write(json.dumps(answer) + "\n")
+    tracemalloc.start()
+    try:
+        summary = seqsched.run(inp, out, model=tiny_model_dir, resume=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary.num_resumed == n and summary.num_answered == 0
+    assert sum(1 for _ in out.open()) == n
+    assert peak < 40e6, f"peak {peak / 1e6:.0f} MB for 80 MB of answers"

@@ -37,7 +37,7 @@ from seqsched.data.batch_io import error_line, is_answered, read_requests, resul
 from seqsched.data.journal import Journal, answer_fingerprint, settings_fingerprint
 from seqsched.data.lock import job_lock, lock_path
 from seqsched.data.traces import read_length_map
-from seqsched.engine.source import check_device, check_source
+from seqsched.engine.source import check_device, check_hub_model, check_source
 from seqsched.eta import PredictedEta, format_seconds
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.request import Request, RequestStatus, Result
@@ -126,6 +126,7 @@ def check_paths(config: RunConfig) -> JobPaths:
         _readable_file(config.oracle_lengths, "oracle lengths")
     check_source(str(config.engine.model), "model")
     check_source(config.engine.tokenizer_path, "tokenizer")
+    check_hub_model(str(config.engine.model))
     check_device(config.engine.device)
     if config.input_path != STDIN:
         paths = dataclasses.replace(paths, mode=config.input_path.stat().st_mode & 0o666)

@@ -290,3 +290,12 @@ def test_resume_streams_answers_instead_of_holding_them(tmp_path: Path, tiny_mod
     assert summary.num_resumed == n and summary.num_answered == 0
     assert sum(1 for _ in out.open()) == n
     assert peak < 40e6, f"peak {peak / 1e6:.0f} MB for 80 MB of answers"
+
+
+def test_a_hub_id_that_cannot_load_is_refused_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inp = _write(tmp_path / "in.jsonl", GOOD)
+    started = time.monotonic()
+    assert _run(Path("no-such-org/no-such-model-xyz"), inp, tmp_path / "out.jsonl") == 2
+    assert "'no-such-org/no-such-model-xyz' is not a local directory, not in the hub cache" in capsys.readouterr().err
+    assert time.monotonic() - started < 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

@@ -25,6 +25,31 @@ def check_source(source: str, what: str) -> None:
         raise ModelLoadError(f"{what} path {source!r} does not exist")
 
 
+def check_hub_model(source: str, timeout: float = 10.0) -> None:
+    """For a hub id that is not a local directory: in the local cache, or found on the hub
+    within ``timeout`` seconds; else refused at once (transformers' own retries take ~1 min
+    to say the same). Offline mode (``HF_HUB_OFFLINE``) accepts only the cache."""
+    import os
+
+    if Path(source).expanduser().exists():
+        return
+    try:
+        import huggingface_hub as hub
+    except ImportError:
+        return
+    if isinstance(hub.try_to_load_from_cache(source, "config.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise ModelLoadError(f"model {source!r} is not in the local hub cache, and HF_HUB_OFFLINE is set")
+    try:
+        hub.model_info(source, timeout=timeout)
+    except Exception as e:  # not found, gated, no network: all mean it cannot load now
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(
+            f"model {source!r} is not a local directory, not in the hub cache, and not found on the hub ({first})"
+        ) from None
+
+
 def check_device(device: str) -> None:
     """Refuse an accelerator this machine does not have, with what it does have."""
     kind, _, index = device.partition(":")

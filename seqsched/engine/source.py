@@ -26,12 +26,14 @@ def check_source(source: str, what: str) -> None:
 
 
 def check_hub_model(source: str, timeout: float = 10.0) -> None:
-    """For a hub id that is not a local directory: in the local cache, or found on the hub
-    within ``timeout`` seconds; else refused at once (transformers' own retries take ~1 min
-    to say the same). Offline mode (``HF_HUB_OFFLINE``) accepts only the cache."""
+    """For a hub id ``org/name`` that is not a local directory: in the local cache, or found
+    on the hub within ``timeout`` seconds; else refused at once (transformers' own retries
+    take ~1 min to say the same). Offline mode (``HF_HUB_OFFLINE``) accepts only the cache.
+    A bare name (``gpt2``) is left to the loader: it may name a legacy hub model or an
+    engine's own model (a stand-in in tests)."""
     import os
 
-    if Path(source).expanduser().exists():
+    if Path(source).expanduser().exists() or source.count("/") != 1:
         return
     try:
         import huggingface_hub as hub

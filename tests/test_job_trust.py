@@ -299,3 +299,21 @@ def test_a_hub_id_that_cannot_load_is_refused_at_once(tmp_path: Path, capsys: py
     assert "'no-such-org/no-such-model-xyz' is not a local directory, not in the hub cache" in capsys.readouterr().err
     assert time.monotonic() - started < 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_two_jobs_started_together_on_one_output_one_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    inp = _write(tmp_path / "in.jsonl", GOOD)
+    out = tmp_path / "out.jsonl"
+    argv = [sys.executable, "-m", "seqsched", "run", str(inp), "-o", str(out), "--model", str(tiny_model_dir),
+            "--device", "cpu", "--max-new-tokens", "8", "--threads", "1"]  # fmt: skip
+    jobs = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(job.wait(120), job.stderr.read() if job.stderr else "") for job in jobs]
+    codes = sorted(code for code, _ in results)
+    refused = [err for code, err in results if code != 0]
+    # The second either finds the lock held, or (if the first already finished) the output there.
+    assert codes == [0, 2], results
+    assert "another seqsched job (pid" in refused[0] or "exists: resume that job" in refused[0]
+    assert [x["custom_id"] for x in _read(out)] == [g["custom_id"] for g in GOOD]

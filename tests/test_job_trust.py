@@ -34,6 +34,7 @@ def test_a_tiny_temperature_is_greedy_and_the_job_completes(tiny_model_dir: Path
     assert _run(tiny_model_dir, inp, out) == 0
     answers = {x["custom_id"]: x for x in _read(out)}
     assert sorted(answers) == sorted(["tiny", *"abcdef"])
+    assert _run(tiny_model_dir, inp, out, "--resume") == 0 and {x["custom_id"]: x for x in _read(out)} == answers
     greedy = _write(tmp_path / "greedy.jsonl", [{"custom_id": "tiny", "prompt": "the queue tiny"}])
     assert _run(tiny_model_dir, greedy, tmp_path / "greedy-out.jsonl") == 0
     reference = _read(tmp_path / "greedy-out.jsonl")[0]["response"]["body"]["choices"][0]["text"]

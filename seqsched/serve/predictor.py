@@ -1,11 +1,12 @@
 """The server's length prediction: a saved predictor read once, then prompts predicted in
 batches off the event loop.
 
-NOTE on why batches. The shipped proxy costs about 0.3 ms a prompt inside a batch but
-about 25 ms a call (its gradient-boosted trees are walked in Python, per model, per call):
-predicted one at a time on the event loop, a burst of 300 arrivals would hold every stream
-for seconds. So arrivals are predicted together, whatever is waiting when the last batch
-ends, in a worker thread, while the loop keeps relaying streams.
+NOTE on why batches. The shipped proxy costs about 0.25 ms a prompt inside a batch and
+0.6 ms alone (other predictors cost more): predicted one at a time on the event loop, a
+burst of 300 arrivals would hold every stream for a fifth of a second. So arrivals are
+predicted together, whatever is waiting when the last batch ends, in a worker thread,
+while the loop keeps relaying streams. BLAS is held to one thread in this process (the
+products are small, and the engine beside it needs the cores).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class BatchPredict:
     """``predict(text, max_tokens)`` for one prompt; ``many(items)`` for a batch."""
 
     def __init__(self, path: Path | None = None) -> None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)  # once, for the process: a context per call costs ~2.5 ms
         self.predictor = load_saved_predictor(path if path is not None else DEFAULT_PROXY)
 
     def __call__(self, text: str, max_tokens: int | None) -> int:

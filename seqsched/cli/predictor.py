@@ -196,15 +196,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def convert(args: argparse.Namespace) -> int:
-    from seqsched.cli import UsageError
     from seqsched.predict.convert import convert_pickled
 
-    if not args.trust_pickle:
-        raise UsageError(
-            f"{args.source}: converting unpickles its files, which can run code; pass --trust-pickle if you "
-            "trust where this predictor came from, or train a new one"
-        )
-    kind = convert_pickled(args.source, args.destination, trust_pickle=True)
+    kind = convert_pickled(args.source, args.destination, trust_pickle=args.trust_pickle)
     print(f"seqsched predictor: the {kind} predictor in {args.source} rewritten as arrays -> {args.destination}")
     return 0
 

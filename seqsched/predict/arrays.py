@@ -9,11 +9,12 @@ only ``seqsched predictor convert --trust-pickle`` opens it (once, to rewrite it
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from seqsched.data.atomic import atomic_file
 
 LEGACY_FILES = ("proxy.joblib", "regressor.joblib")
 
@@ -27,14 +28,8 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     for name, array in arrays.items():
         if array.dtype.hasobject:
             raise TypeError(f"array {name!r} holds Python objects, which would need pickle")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # "x": created with the umask's mode, never reused
-    try:
-        with open(tmp, "xb") as f:
-            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
 
 def load_arrays(path: Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:

@@ -15,7 +15,6 @@ import numpy as np
 
 from seqsched.predict.base import MANIFEST, read_manifest, write_manifest
 from seqsched.predict.features import PromptVectorizer
-from seqsched.predict.linear import LinearModel
 from seqsched.predict.tfidf import Tfidf
 from seqsched.predict.trees import TreeEnsemble
 
@@ -23,8 +22,8 @@ from seqsched.predict.trees import TreeEnsemble
 def convert_pickled(source: Path, destination: Path, *, trust_pickle: bool) -> str:
     """Convert ``source`` into ``destination``; return the predictor's kind."""
     if not trust_pickle:
-        raise ValueError("converting unpickles the old files, which can run code: pass trust_pickle=True "
-                         "(--trust-pickle) only for a predictor you trust")  # fmt: skip
+        raise ValueError(f"{source}: converting unpickles its files, which can run code: pass --trust-pickle "
+                         "(trust_pickle=True) only for a predictor you trust, or train a new one")  # fmt: skip
     if destination.resolve() == source.resolve():
         raise ValueError(f"{destination}: write the converted predictor to a new directory, not over {source}")
     if destination.exists() and any(destination.iterdir()):
@@ -58,31 +57,31 @@ def _convert_proxy(source: Path, destination: Path, config: dict[str, object]) -
         raise ValueError(f"{source}: proxy format version {config.get('format_version')!r} is not the pickled one (1)")
     state = _unpickle(source / "proxy.joblib")
     assert isinstance(state, dict)
-    options = {k: v for k, v in config.items() if k != "format_version"}
-    predictor = ProxyPredictor(ProxyConfig.from_dict(options))
-    old = state["vectorizer"]
+    old, level1 = state["vectorizer"], state["level1"]
     vectorizer = PromptVectorizer(old.max_char_features, old.input_weight)
     vectorizer.blocks = {name: Tfidf.from_sklearn(getattr(old, name)) for name in PromptVectorizer._BLOCKS}
-    level1 = state["level1"]
-    predictor._vectorizer = vectorizer
-    predictor._svd_components = np.asarray(state["svd"].components_)
-    predictor._level1 = _Level1(
-        level1.ridge.coef_, level1.ridge.intercept_, level1.neighbors, level1.neighbor_log_lengths, level1.num_neighbors
-    )
-    predictor._trees = TreeEnsemble.from_sklearn(state["trees"])
-    predictor.save(destination)
+    ProxyPredictor.from_parts(
+        ProxyConfig.from_dict({k: v for k, v in config.items() if k != "format_version"}),
+        vectorizer,
+        np.asarray(state["svd"].components_),
+        _Level1(
+            level1.ridge.coef_,
+            level1.ridge.intercept_,
+            level1.neighbors,
+            level1.neighbor_log_lengths,
+            level1.num_neighbors,
+        ),
+        TreeEnsemble.from_sklearn(state["trees"]),
+    ).save(destination)
 
 
 def _convert_probe(source: Path, destination: Path, config: dict[str, object]) -> None:
     from seqsched.predict._llm import resolve_model_path
-    from seqsched.predict.arrays import save_arrays
-    from seqsched.predict.probe import REGRESSOR_FILE, ProbeConfig
+    from seqsched.predict.probe import ProbeConfig, regressor_from_sklearn, save_regressor
 
     probe = ProbeConfig(**config["probe"])  # type: ignore[arg-type]
-    model = _unpickle(source / "regressor.joblib")
-    regressor = LinearModel.from_sklearn(model) if probe.regressor == "ridge" else TreeEnsemble.from_sklearn([model])
+    regressor = regressor_from_sklearn(probe, _unpickle(source / "regressor.joblib"))
     model_path = resolve_model_path(config.get("model_path"), source)  # type: ignore[arg-type]
     if model_path is not None and Path(model_path).exists():  # a local model: relative to the new place
         model_path = os.path.relpath(Path(model_path).resolve(), destination.resolve())
-    write_manifest(destination, "probe", {**config, "model_path": model_path})
-    save_arrays(destination / REGRESSOR_FILE, regressor.to_arrays(probe.regressor))
+    save_regressor(write_manifest(destination, "probe", {**config, "model_path": model_path}), probe, regressor)

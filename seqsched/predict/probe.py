@@ -99,8 +99,7 @@ class ProbePredictor(LengthPredictor):
             "limit": self.limit,
             "probe": dataclasses.asdict(self.config),
         }
-        directory = write_manifest(path, self.kind, config)
-        save_arrays(directory / REGRESSOR_FILE, self.regressor.to_arrays(self.config.regressor))
+        save_regressor(write_manifest(path, self.kind, config), self.config, self.regressor)
 
     @classmethod
     def load(cls, path: str | Path, model: Any = None, tokenizer: Any = None) -> ProbePredictor:
@@ -123,9 +122,18 @@ class ProbePredictor(LengthPredictor):
 def fit_regressor(config: ProbeConfig, x: np.ndarray, y: np.ndarray) -> LinearModel | TreeEnsemble:
     """Fit the configured scikit-learn regressor, kept as arrays. Ridge learns log length."""
     model = make_regressor(config)
-    if config.regressor == "ridge":
-        return LinearModel.from_sklearn(model.fit(x, np.log(np.maximum(y, 1.0))))
-    return TreeEnsemble.from_sklearn([model.fit(x, y)])
+    return regressor_from_sklearn(
+        config, model.fit(x, np.log(np.maximum(y, 1.0)) if config.regressor == "ridge" else y)
+    )
+
+
+def regressor_from_sklearn(config: ProbeConfig, model: Any) -> LinearModel | TreeEnsemble:
+    """A fitted regressor of ``config``'s kind as arrays."""
+    return LinearModel.from_sklearn(model) if config.regressor == "ridge" else TreeEnsemble.from_sklearn([model])
+
+
+def save_regressor(directory: Path, config: ProbeConfig, regressor: LinearModel | TreeEnsemble) -> None:
+    save_arrays(directory / REGRESSOR_FILE, regressor.to_arrays(config.regressor))
 
 
 def make_regressor(config: ProbeConfig) -> Any:

@@ -141,7 +141,7 @@ class ProxyPredictor(LengthPredictor):
         self.config = config or ProxyConfig()
         self._vectorizer: PromptVectorizer | None = None
         self._svd_components: np.ndarray | None = None  # a fitted TruncatedSVD's components_
-        self._projection: np.ndarray | None = None  # their transpose, contiguous
+        self._projection: np.ndarray | None = None  # their transpose, contiguous (_set_svd)
         self._level1: _Level1 | None = None
         self._trees: TreeEnsemble | None = None
 
@@ -163,8 +163,7 @@ class ProxyPredictor(LengthPredictor):
             self._vectorizer = PromptVectorizer().fit(texts)
             x = self._vectorizer.transform(texts)
             num_components = min(cfg.num_components, x.shape[1] - 1)
-            self._svd_components = TruncatedSVD(num_components, random_state=cfg.seed).fit(x).components_
-            self._projection = None
+            self._set_svd(TruncatedSVD(num_components, random_state=cfg.seed).fit(x).components_)
             embedding = self._embed(x)
             hand = hand_features(texts)
             bags = [
@@ -205,20 +204,45 @@ class ProxyPredictor(LengthPredictor):
         arrays = load_arrays(Path(path) / MODEL_FILE)  # refuses a version-1 pickle, with a message
         if version != FORMAT_VERSION:
             raise ValueError(f"{path}: proxy format version {version!r}, this code reads {FORMAT_VERSION}")
-        predictor = cls(ProxyConfig.from_dict(config))
+        proxy_config = ProxyConfig.from_dict(config)
         try:
-            predictor._vectorizer = PromptVectorizer.from_arrays(arrays)
-            predictor._svd_components = arrays["svd.components"]
-            predictor._level1 = _Level1.from_arrays(arrays, predictor.config.num_neighbors)
-            predictor._trees = TreeEnsemble.from_arrays(arrays, "trees")
+            parts = (
+                PromptVectorizer.from_arrays(arrays),
+                arrays["svd.components"],
+                _Level1.from_arrays(arrays, proxy_config.num_neighbors),
+                TreeEnsemble.from_arrays(arrays, "trees"),
+            )
         except KeyError as e:
             raise ValueError(f"{path}: {MODEL_FILE} lacks the array {e}") from e
         except (ValueError, TypeError) as e:
             raise ValueError(f"{path}: {MODEL_FILE} is inconsistent ({e})") from e
-        predictor._check_shapes(path)
+        try:
+            return cls.from_parts(proxy_config, *parts)
+        except ValueError as e:
+            raise ValueError(f"{path}: {MODEL_FILE} is inconsistent: {e}") from e
+
+    @classmethod
+    def from_parts(
+        cls,
+        config: ProxyConfig,
+        vectorizer: PromptVectorizer,
+        svd_components: np.ndarray,
+        level1: _Level1,
+        trees: TreeEnsemble,
+    ) -> ProxyPredictor:
+        """A fitted proxy from its parts (loaded, or converted from an old pickle), checked
+        to fit together."""
+        predictor = cls(config)
+        predictor._vectorizer, predictor._level1, predictor._trees = vectorizer, level1, trees
+        predictor._set_svd(svd_components)
+        predictor._check_shapes()
         return predictor
 
-    def _check_shapes(self, path: str | Path) -> None:
+    def _set_svd(self, components: np.ndarray) -> None:
+        self._svd_components = components
+        self._projection = np.ascontiguousarray(components.T)  # contiguous: see _Level1
+
+    def _check_shapes(self) -> None:
         assert self._vectorizer is not None and self._level1 is not None and self._trees is not None
         assert self._svd_components is not None
         num_text = sum(len(b.idf) for b in self._vectorizer.blocks.values())
@@ -235,12 +259,10 @@ class ProxyPredictor(LengthPredictor):
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
-            raise ValueError(f"{path}: {MODEL_FILE} is inconsistent: {'; '.join(problems)}")
+            raise ValueError("; ".join(problems))
 
     def _embed(self, x: sparse.csr_matrix) -> np.ndarray:
-        assert self._svd_components is not None
-        if self._projection is None:
-            self._projection = np.ascontiguousarray(self._svd_components.T)  # contiguous: see _Level1
+        assert self._projection is not None
         embedding = np.asarray(x @ self._projection, dtype=np.float32)
         unit: np.ndarray = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
         return unit

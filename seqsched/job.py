@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import os
 import sys
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from seqsched.bench.metrics import Metrics, compute_metrics
 from seqsched.data.answer_index import Located, copy_lines, scan_answers
+from seqsched.data.atomic import is_disk_full
 from seqsched.data.batch_io import error_line, is_answered, read_requests, result_line, write_json, write_jsonl
 from seqsched.data.journal import Journal, answer_fingerprint, settings_fingerprint
 from seqsched.data.lock import job_lock, lock_path
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     from seqsched.data.batch_io import InputError
 
 STDIN = Path("-")
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -145,16 +144,13 @@ def _check_fresh(config: RunConfig, paths: JobPaths) -> None:
             )
 
 
-def _remove_stale_temporaries(paths: JobPaths) -> int:
+def _remove_stale_temporaries(paths: JobPaths) -> None:
     """Temporary files an earlier job on this output left when it was killed mid-write
-    (``.NAME.tmp-PID``); safe to remove under the lock. Returns how many."""
-    removed = 0
+    (``.NAME.tmp-PID``); safe to remove under the lock."""
     for path in (paths.output, paths.errors, paths.status):
         for tmp in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
             if tmp.is_file() and not tmp.is_symlink():
                 tmp.unlink(missing_ok=True)
-                removed += 1
-    return removed
 
 
 def execute(config: RunConfig, progress: Progress | None = None, data: bytes | None = None) -> RunSummary:
@@ -307,8 +303,8 @@ def _write_status(
         "request_counts": {"total": total, **(counts or {})},
         "seconds": round(time.time() - started, 3),
     }
-    if isinstance(error, OSError) and error.errno in DISK_FULL:
-        status["error"] = f"disk full: {error.strerror or error}"
+    if error is not None and is_disk_full(error):
+        status["error"] = f"disk full: {getattr(error, 'strerror', None) or error}"
     try:
         write_json(paths.status, status, paths.mode)
     except OSError:

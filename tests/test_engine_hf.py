@@ -15,7 +15,7 @@ import pytest
 
 from seqsched.engine.config import EngineConfig
 from seqsched.engine.hf import HFEngine
-from seqsched.engine.loading import ModelLoadError
+from seqsched.engine.source import ModelLoadError
 from seqsched.engine.trace import trace_outcomes
 from seqsched.pipeline import Pipeline
 from seqsched.predict.base import LengthPredictor

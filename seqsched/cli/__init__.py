@@ -8,7 +8,6 @@ Start with `seqsched bench` (the built-in model and workload, no download) or
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -84,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        from seqsched.data.atomic import is_disk_full
+
+        if is_disk_full(e):
             print(f"seqsched {args.command}: error: disk full: {e} (finished answers stay in the journal: free "
                   "space, then --resume)", file=sys.stderr)  # fmt: skip
             return EXIT_DISK_FULL

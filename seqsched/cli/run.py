@@ -106,15 +106,12 @@ def add_parser(subparsers: Any) -> None:
     add_dry_run_args(p, "the predicted lengths (mean, median, p90, how many at their limit) and the plan")
     add_engine_args(p)
     add_policy_args(p, policy_default=None)
-    p.set_defaults(func=main)
+    p.set_defaults(func=main, stream_only_defaults={name: p.get_default(name) for name in STREAM_ONLY})
 
 
-# Options only a continuous engine reads, and their defaults: given with --engine hf they
-# would do nothing, so they are refused.
-STREAM_ONLY = {
-    "policy": None, "admission": "none", "kv_margin": 1.0, "max_bypass": 1024, "max_num_seqs": 256,
-    "num_gpu_blocks": None,
-}  # fmt: skip
+# Options only a continuous engine reads: given with --engine hf they would do nothing, so
+# they are refused. Their defaults are the parser's own (``stream_only_defaults``).
+STREAM_ONLY = ("policy", "admission", "kv_margin", "max_bypass", "max_num_seqs", "num_gpu_blocks")
 
 
 def check_engine_options(args: argparse.Namespace) -> None:
@@ -122,7 +119,8 @@ def check_engine_options(args: argparse.Namespace) -> None:
 
     if args.engine != "hf":
         return
-    given = [name for name, default in STREAM_ONLY.items() if getattr(args, name, default) != default]
+    defaults = args.stream_only_defaults
+    given = [name for name in STREAM_ONLY if getattr(args, name) != defaults[name]]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(

@@ -11,8 +11,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from seqsched.engine.config import EngineConfig
 from seqsched.engine.source import ModelLoadError, check_source
 
-__all__ = ["ModelLoadError", "check_source", "load_model", "resolve_device"]
-
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -4,7 +4,6 @@ vLLM see the same prompt tokens and cut outputs the same way. No torch here."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -69,19 +68,12 @@ def longest_token_chars(tokenizer: Any) -> int | None:
     one character per character it decodes to (byte-level entries spell each byte with
     one; ``<0x0A>``-style byte tokens spell one character with six), so its spelled length
     bounds it. None when the tokenizer has no vocabulary to read."""
-    cached = getattr(tokenizer, "_seqsched_longest_token", None)
-    if cached is not None:
-        return int(cached)
     try:
         vocabulary = tokenizer.get_vocab()
     except Exception:  # a tokenizer without one: no bound, tokenize everything
         return None
     longest = max((len(t) for t in vocabulary), default=0)
-    if longest < 1:
-        return None
-    with contextlib.suppress(AttributeError):
-        tokenizer._seqsched_longest_token = longest
-    return longest
+    return longest if longest >= 1 else None
 
 
 def check_fits(request: Request, max_context: int | None) -> str | None:

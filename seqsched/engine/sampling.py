@@ -62,8 +62,8 @@ class RowSampler(LogitsProcessor):
     def _draw(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
         # Shifted by the max first: the top logit is 0, the rest <= 0, so no temperature
         # can overflow them to inf (and inf - inf to NaN).
-        shifted = logits.float() - logits.float().max()
-        probs = torch.softmax(shifted / params.temperature, dim=-1)
+        logits = logits.float()
+        probs = torch.softmax((logits - logits.max()) / params.temperature, dim=-1)
         if params.top_p < 1.0:
             sorted_probs, order = probs.sort(descending=True)
             # Keep the smallest prefix whose mass reaches top_p (at least one token).

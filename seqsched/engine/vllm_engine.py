@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from seqsched.engine.config import EngineConfig, VLLMConfig
-from seqsched.engine.loading import ModelLoadError, check_source
 from seqsched.engine.prompts import cut, eos_token_ids, stop_at, tokenize_all
+from seqsched.engine.source import ModelLoadError, check_source
 from seqsched.engine.stream import StepOutput, StreamEngine, StreamRun
 from seqsched.request import Request
 from seqsched.schedule import StreamPlan

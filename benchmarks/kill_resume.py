@@ -66,7 +66,26 @@ def stop_after(model: str, requests: Path, out: Path, resume: bool, delay: float
         job.wait(timeout=delay)
         return None
     except subprocess.TimeoutExpired:
-        job.send_signal(SIGNALS[how])
+        return _stop(job, how)
+
+
+def stop_once_answering(model: str, requests: Path, out: Path, how: str, timeout: float = 120.0) -> int:
+    """Start a job and send it ``how`` once its journal holds an answer (so the signal lands
+    mid-run, however long start-up takes on a loaded machine); its exit code."""
+    journal = out.with_name(out.name + ".partial")
+    job = subprocess.Popen(
+        command(model, requests, out, False), env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + timeout
+    while not (journal.exists() and journal.stat().st_size > 0):
+        if job.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the job ended (or stalled) before its first answer: exit {job.returncode}")
+        time.sleep(0.02)
+    return _stop(job, how)
+
+
+def _stop(job: subprocess.Popen[bytes], how: str) -> int:
+    job.send_signal(SIGNALS[how])
     job.wait()
     stderr = job.stderr.read().decode() if job.stderr else ""
     if job.returncode in (130, 143) and "stopped by" not in stderr:

@@ -136,6 +136,14 @@ def _load(
     url: str, args: argparse.Namespace, dataset: Path, ignore_eos: bool, rate: float, seed: int, n: int | None = None
 ) -> dict[str, Any]:
     """One run of vLLM's benchmark client; the figures a server reports."""
+    return figures(bench_client(url, args.model, dataset, ignore_eos, rate, seed, n or args.num_prompts))
+
+
+def bench_client(
+    url: str, model: str, dataset: Path, ignore_eos: bool, rate: float, seed: int, num_prompts: int
+) -> dict[str, Any]:
+    """One run of vLLM's benchmark client (``vllm.benchmarks.serve``), its raw result:
+    per request (in the order sent) ``latencies``, ``ttfts``, ``input_lens``, ``output_lens``."""
     from vllm.benchmarks.serve import add_cli_args
     from vllm.benchmarks.serve import main as bench
     from vllm.utils.argparse_utils import FlexibleArgumentParser
@@ -144,16 +152,21 @@ def _load(
     add_cli_args(parser)
     argv = [
         "--backend", "openai-chat", "--base-url", url, "--endpoint", "/v1/chat/completions",
-        "--model", args.model, "--tokenizer", args.model, "--dataset-name", "custom",
+        "--model", model, "--tokenizer", model, "--dataset-name", "custom",
         "--dataset-path", str(dataset), "--custom-output-len", "-1", "--skip-chat-template",
-        "--num-prompts", str(n or args.num_prompts), "--request-rate", str(rate), "--burstiness", "1.0",
+        "--num-prompts", str(num_prompts), "--request-rate", str(rate), "--burstiness", "1.0",
         "--seed", str(seed), "--disable-tqdm", "--percentile-metrics", "ttft,tpot,e2el",
         "--metric-percentiles", "50,99", "--save-detailed",
     ]  # fmt: skip
     if ignore_eos:
         argv.append("--ignore-eos")
     with _quiet():
-        result = bench(parser.parse_args(argv))
+        result: dict[str, Any] = bench(parser.parse_args(argv))
+    return result
+
+
+def figures(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one client run, over the requests that succeeded."""
     ok = [i for i, e in enumerate(result["errors"]) if not e]
     latencies = [result["latencies"][i] for i in ok]
     outputs = [result["output_lens"][i] for i in ok]
@@ -203,19 +216,25 @@ def _seqsched(upstreams: list[str], args: argparse.Namespace, spec: str, work: P
 
 
 def _dataset(args: argparse.Namespace, path: Path) -> tuple[Path, bool]:
+    return write_dataset(args.workload, args.num_prompts, args.seed, args.max_tokens, args.vicuna, path)
+
+
+def write_dataset(
+    workload: str, num_prompts: int, seed: int, max_tokens: int, vicuna: Path, path: Path
+) -> tuple[Path, bool]:
     """The requests as vLLM's custom dataset: prompt and output_tokens per line."""
-    rng = random.Random(args.seed)
-    if args.workload == "builtin":
+    rng = random.Random(seed)
+    if workload == "builtin":
         from seqsched.workload.default_prompts import default_prompts
 
-        prompts = default_prompts(args.num_prompts, seed=args.seed)
-        rows = [{"prompt": text, "output_tokens": args.max_tokens} for text in prompts]
+        prompts = default_prompts(num_prompts, seed=seed)
+        rows = [{"prompt": text, "output_tokens": max_tokens} for text in prompts]
         ignore_eos = False
     else:
-        records = [json.loads(line) for line in args.vicuna.read_text().splitlines() if line.strip()]
+        records = [json.loads(line) for line in vicuna.read_text().splitlines() if line.strip()]
         val = [r for r in records if r.get("split") == "val"]
         rows = []
-        for r in rng.sample(val, args.num_prompts):
+        for r in rng.sample(val, num_prompts):
             text = r["instruction"] + ("\n" + r["input"] if r.get("input") else "")
             rows.append({"prompt": text, "output_tokens": max(1, int(r["L_t0.0"]))})
         ignore_eos = True

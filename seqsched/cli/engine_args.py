@@ -39,6 +39,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     )
     v.add_argument("--block-size", type=int, default=None, help="vllm: tokens per KV block (default: vLLM's)")
     v.add_argument("--max-model-len", type=int, default=None, help="vllm: context served (default: the model's)")
+    v.add_argument(
+        "--max-num-batched-tokens", type=int, default=None, help="vllm: token budget of a step (default: vLLM's)"
+    )
     v.add_argument("--kv-cache-gib", type=float, default=None, help="vllm: KV-cache memory (default: 1 on a CPU)")
 
 
@@ -126,4 +129,5 @@ def vllm_config(args: argparse.Namespace) -> VLLMConfig:
         block_size=args.block_size,
         max_model_len=args.max_model_len,
         kv_cache_gib=args.kv_cache_gib,
+        max_num_batched_tokens=args.max_num_batched_tokens,
     )

@@ -34,6 +34,7 @@ class TraceRecord:
     text: str | None = None  # instruction, then "\n" + input when there is one
     split: str | None = None
     where: str = ""  # "file:line" (JSONL) or "file: record N" (JSON list), for errors
+    prompt_tokens: int | None = None  # recorded prompt length, as the engine tokenized it
 
     def length(self, name: str) -> int:
         """One length field, or the max over ``L_t*`` for ``"max"``."""
@@ -112,7 +113,8 @@ def sample(trace: Trace, n: int, seed: int = 42) -> Trace:
 
 def trace_requests(trace: Trace, max_new_tokens: int = 512, actual: str = DEFAULT_ACTUAL) -> list[Request]:
     """Requests that replay the trace: the output length to force is the ``actual``
-    field (at least 1: every response takes one step for its EOS)."""
+    field (at least 1: every response takes one step for its EOS); a recorded
+    ``prompt_tokens`` is the prompt's length for engines that never tokenize."""
     return [
         Request(
             index=i,
@@ -120,6 +122,7 @@ def trace_requests(trace: Trace, max_new_tokens: int = 512, actual: str = DEFAUL
             prompt=r.text or r.id,
             max_new_tokens=max_new_tokens,
             target_len=max(1, r.length(actual)),
+            num_prompt_tokens_hint=r.prompt_tokens,
         )
         for i, r in enumerate(trace.records)
     ]
@@ -179,7 +182,10 @@ def _record(obj: Any, where: str) -> TraceRecord:
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{where}: field {name!r}: must be a string, got {json.dumps(value)}")
     text = instruction + ("\n" + extra if extra else "") if instruction else None
-    return TraceRecord(record_id, lengths, text, obj.get("split"), where)
+    prompt_tokens = obj.get("prompt_tokens")
+    if prompt_tokens is not None and (_length(prompt_tokens, "prompt_tokens", where) < 1):
+        raise ValueError(f"{where}: field 'prompt_tokens': must be >= 1, got {prompt_tokens}")
+    return TraceRecord(record_id, lengths, text, obj.get("split"), where, prompt_tokens)
 
 
 def _id(obj: dict[str, Any], key: str, where: str) -> str:

@@ -80,6 +80,8 @@ class VLLMConfig:
     - ``kv_cache_gib``: KV-cache memory. ``None``: on a GPU, what
       ``gpu_memory_utilization`` leaves; on a CPU, 1 GiB (vLLM's own CPU default sizes
       it from the RAM share, and a second engine in the same process then cannot start).
+    - ``max_num_batched_tokens``: the token budget of one step (prefill chunks and
+      decodes together). ``None``: vLLM's default (4096 offline on a CPU, 8192 on an A100).
     - ``gpu_memory_utilization``: on a GPU, its memory share for weights and cache; on
       the CPU backend, the share of RAM that must be free at start. ``None``: 0.9 on a
       GPU, 0.1 on a CPU.
@@ -91,8 +93,13 @@ class VLLMConfig:
     max_model_len: int | None = None
     kv_cache_gib: float | None = None
     gpu_memory_utilization: float | None = None
+    max_num_batched_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"
+            )
         if self.kv_cache_gib is not None and not self.kv_cache_gib > 0:
             raise ValueError(f"kv_cache_gib ({self.kv_cache_gib}) must be > 0")
         if self.max_num_seqs < 1:

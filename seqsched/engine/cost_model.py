@@ -193,10 +193,11 @@ def load_cost_model(name_or_path: str | Path | None) -> StepCostModel:
     return StepCostModel.load(key)
 
 
-def _nnls_relative(x: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
-    """Minimise sum(((x @ p - y) / y) ** 2) over p >= 0. Exact for a handful of
-    columns: try every support set and keep the best feasible one."""
-    xw, yw = x / y[:, None], np.ones_like(y)
+def _nnls_relative(x: np.ndarray, y: np.ndarray, relative: bool = True) -> tuple[float, ...]:
+    """Minimise sum(((x @ p - y) / y) ** 2) over p >= 0 (``relative=False``: plain
+    squared seconds). Exact for a handful of columns: try every support set and keep
+    the best feasible one."""
+    xw, yw = (x / y[:, None], np.ones_like(y)) if relative else (x, y)
     best: tuple[float, np.ndarray] | None = None
     ncols = x.shape[1]
     for size in range(1, ncols + 1):

@@ -38,6 +38,13 @@ def load_model(config: EngineConfig) -> tuple[PreTrainedModel, PreTrainedTokeniz
     return model.to(device).eval(), tokenizer
 
 
+def load_tokenizer(source: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """A tokenizer alone (a model directory or hub id), with the same errors as a model's."""
+    check_source(source, "tokenizer")
+    tokenizer: PreTrainedTokenizerBase = _load(AutoTokenizer, source, "tokenizer", trust_remote_code=trust_remote_code)
+    return tokenizer
+
+
 def _dtype(name: str, device: torch.device) -> torch.dtype | str:
     if name == "auto":
         # Half precision on CPU is slow and changes greedy outputs; accelerators keep the checkpoint's.

@@ -66,7 +66,8 @@ class VLLMEngine(StreamEngine):
 
     @property
     def kv_capacity(self) -> int:
-        return self._num_blocks * self.block_size
+        """Tokens the cache holds: vLLM keeps one block as its null block."""
+        return (self._num_blocks - 1) * self.block_size
 
     def prepare(self, requests: Sequence[Request]) -> None:
         tokenize_all(self.tokenizer, requests, self.config.chat_template, self.max_context)
@@ -192,6 +193,7 @@ def _build(config: EngineConfig, vllm_config: VLLMConfig) -> Any:
         "num_gpu_blocks_override": vllm_config.num_gpu_blocks,
         "block_size": vllm_config.block_size,
         "max_model_len": vllm_config.max_model_len,
+        "max_num_batched_tokens": vllm_config.max_num_batched_tokens,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
     kwargs = {k: v for k, v in kwargs.items() if v is not None}

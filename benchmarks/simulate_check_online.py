@@ -81,12 +81,16 @@ def main() -> None:
                 measured = figures(raw)
                 if point == "burst":
                     capacity = measured["throughput"]
-                    server_cost = fit_server_overhead(raw, measured["throughput"], limits, cost)
+                    server_cost = fit_server_overhead(raw, measured["throughput"], limits, cost, "s")
+                    per_step = fit_server_overhead(raw, measured["throughput"], limits, cost, "a")
                     overhead_ms = 1000 * (server_cost.s - cost.s)
                 simulated = _simulate(raw, rate, args.seed + rnd, limits, server_cost)
                 simulated["offline_cost"] = _simulate(raw, rate, args.seed + rnd, limits, cost)
+                simulated["per_step_overhead"] = _simulate(raw, rate, args.seed + rnd, limits, per_step)
+                simulated["per_step_overhead_ms"] = 1000 * (per_step.a - cost.a)
                 row = {"round": rnd, "point": point, "rate": rate, "measured": measured, "simulated": simulated,
-                       "server_overhead_ms_per_request_step": overhead_ms}  # fmt: skip
+                       "server_overhead_ms_per_request_step": overhead_ms,
+                       "lens": {"input": raw["input_lens"], "output": raw["output_lens"]}}  # fmt: skip
                 rows.append(row)
                 print(_line(row), file=sys.stderr, flush=True)
     report = {"settings": {k: str(v) for k, v in vars(args).items()}, "cost": str(args.cost),
@@ -99,15 +103,19 @@ def main() -> None:
         plot(report, args.plot, args)
 
 
-def fit_server_overhead(raw: dict[str, Any], throughput: float, limits: SchedulerLimits, cost: Any) -> Any:
+def fit_server_overhead(
+    raw: dict[str, Any], throughput: float, limits: SchedulerLimits, cost: Any, term: str = "s"
+) -> Any:
     """The offline step cost plus the server's own work (HTTP, streaming each token back,
     detokenizing: the API process shares the engine's core), as one extra cost per
-    request per step, solved so the simulated burst has the measured throughput. One
-    number from the capacity run; every rate below it is then a prediction."""
+    request per step (``term`` "s"; "a": per step), solved so the simulated burst has the
+    measured throughput. One number from the capacity run; every rate below it is then
+    a prediction."""
     import dataclasses
 
     def at(extra: float) -> float:
-        return _simulate(raw, float("inf"), 0, limits, dataclasses.replace(cost, s=cost.s + extra))["throughput"]
+        bumped = dataclasses.replace(cost, **{term: getattr(cost, term) + extra})
+        return _simulate(raw, float("inf"), 0, limits, bumped)["throughput"]
 
     low, high = 0.0, 0.01
     if at(low) <= throughput:
@@ -115,7 +123,7 @@ def fit_server_overhead(raw: dict[str, Any], throughput: float, limits: Schedule
     for _ in range(40):
         mid = (low + high) / 2
         low, high = (mid, high) if at(mid) > throughput else (low, mid)
-    return dataclasses.replace(cost, s=cost.s + (low + high) / 2)
+    return dataclasses.replace(cost, **{term: getattr(cost, term) + (low + high) / 2})
 
 
 def _simulate(raw: dict[str, Any], rate: float, seed: int, limits: SchedulerLimits, cost: Any) -> dict[str, Any]:
@@ -140,8 +148,11 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             m = statistics.median(r["measured"][key] for r in mine)
             s = statistics.median(r["simulated"][key] for r in mine)
             entry[key] = {"measured": m, "simulated": s, "error": s / m - 1 if m else None}
-        offline = statistics.median(r["simulated"]["offline_cost"]["e2e_mean"] for r in mine)
-        entry["offline_mean_error"] = offline / entry["e2e_mean"]["measured"] - 1
+        for name in ("offline_cost", "per_step_overhead"):
+            alt = statistics.median(r["simulated"][name]["e2e_mean"] for r in mine)
+            entry[f"{name}_mean_error"] = alt / entry["e2e_mean"]["measured"] - 1
+            alt99 = statistics.median(r["simulated"][name]["e2e_p99"] for r in mine)
+            entry[f"{name}_p99_error"] = alt99 / entry["e2e_p99"]["measured"] - 1
         table.append(entry)
     return table
 
@@ -157,15 +168,16 @@ def format_table(report: dict[str, Any], args: argparse.Namespace) -> str:
         f"per step to the offline cost {report['cost']})",
         "",
         "| load | rate | req/s measured | simulated | error | mean s measured | simulated | error | p99 s measured "
-        "| simulated | error | mean error, offline cost alone |",
-        "|---" * 12 + "|",
+        "| simulated | error | mean error, offline cost alone | mean, p99 error, overhead per step instead |",
+        "|---" * 13 + "|",
     ]
     for t in table:
         rate = "all at once" if t["point"] == "burst" else f"{t['rate']:.2f}/s"
         cells = [t["point"], rate]
         for key in ("throughput", "e2e_mean", "e2e_p99"):
             cells += [f"{t[key]['measured']:.2f}", f"{t[key]['simulated']:.2f}", f"{t[key]['error']:+.1%}"]
-        cells.append(f"{t['offline_mean_error']:+.1%}")
+        cells.append(f"{t['offline_cost_mean_error']:+.1%}")
+        cells.append(f"{t['per_step_overhead_mean_error']:+.1%}, {t['per_step_overhead_p99_error']:+.1%}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.kill_resume import compare, run_to_end, stop_after, stop_once_answering, write_requests
+from benchmarks.kill_resume import compare, run_to_end, stop_after, stop_once_answering, unbatched, write_requests
 
 NUM_REQUESTS = 40
 
@@ -25,7 +25,9 @@ def job(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 def _resumed(job: tuple[str, Path, bytes, float], out: Path) -> dict[str, int]:
     model, requests, reference, _ = job
     run_to_end(model, requests, out, resume=True)
-    assert out.read_bytes() == reference, "the resumed output must equal the uninterrupted one, byte for byte"
+    # Byte for byte, except seqsched's "length": the steps of the micro-batch a request ran in,
+    # which after a stop mid-batch are the resumed run's batches (its tokens are the same).
+    assert unbatched(out.read_bytes()) == unbatched(reference), "the resumed output must equal the uninterrupted one"
     return compare(reference, out.read_bytes())
 
 

@@ -16,6 +16,7 @@ start (0) to the last completion.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ def simulate_server(
     """Run the arrivals through the server; one :class:`Served` per request, in input order."""
     order = sorted(range(len(requests)), key=lambda i: requests[i].arrival)
     policy = "priority" if front is not None and front.send_priority else limits.policy
-    model = SchedulerModel(SchedulerLimits(**{**limits.__dict__, "policy": policy}), cost)
+    model = SchedulerModel(dataclasses.replace(limits, policy=policy), cost)
     queue: WaitingQueue[int] | None = None
     max_inflight = limits.max_num_seqs
     if front is not None:

@@ -150,6 +150,7 @@ class SchedulerModel:
         self._ends: list[tuple[int, int, int, SimRequest]] = []  # (finish tick, seq, version, request)
         self._used_blocks = 0
         self._allocated = 0  # blocks ever taken from the free queue's head (prefix-cache eviction)
+        self._in_step = False  # between a step's decode allocation and its outputs
 
     # -- queue ---------------------------------------------------------------------
 
@@ -282,8 +283,6 @@ class SchedulerModel:
         return record
 
     # -- state changes -----------------------------------------------------------------
-
-    _in_step = False
 
     def _start(self, r: SimRequest) -> None:
         r.state = "prefill"

@@ -140,10 +140,18 @@ def _load(
 
 
 def bench_client(
-    url: str, model: str, dataset: Path, ignore_eos: bool, rate: float, seed: int, num_prompts: int
+    url: str,
+    model: str,
+    dataset: Path,
+    ignore_eos: bool,
+    rate: float,
+    seed: int,
+    num_prompts: int,
+    max_concurrency: int | None = None,
 ) -> dict[str, Any]:
     """One run of vLLM's benchmark client (``vllm.benchmarks.serve``), its raw result:
-    per request (in the order sent) ``latencies``, ``ttfts``, ``input_lens``, ``output_lens``."""
+    per request (in the order sent) ``latencies``, ``ttfts``, ``input_lens``, ``output_lens``.
+    ``max_concurrency``: at most that many requests in flight (the client's own limit)."""
     from vllm.benchmarks.serve import add_cli_args
     from vllm.benchmarks.serve import main as bench
     from vllm.utils.argparse_utils import FlexibleArgumentParser
@@ -160,6 +168,8 @@ def bench_client(
     ]  # fmt: skip
     if ignore_eos:
         argv.append("--ignore-eos")
+    if max_concurrency is not None:
+        argv += ["--max-concurrency", str(max_concurrency)]
     with _quiet():
         result: dict[str, Any] = bench(parser.parse_args(argv))
     return result
@@ -220,21 +230,23 @@ def _dataset(args: argparse.Namespace, path: Path) -> tuple[Path, bool]:
 
 
 def write_dataset(
-    workload: str, num_prompts: int, seed: int, max_tokens: int, vicuna: Path, path: Path
+    workload: str, num_prompts: int, seed: int, max_tokens: int, vicuna: Path, path: Path, held_out: bool = True
 ) -> tuple[Path, bool]:
-    """The requests as vLLM's custom dataset: prompt and output_tokens per line."""
+    """The requests as vLLM's custom dataset: prompt and output_tokens per line.
+    ``held_out=False``: other requests of the same kind, for calibrating (the built-in
+    model's training prompts, disjoint from its workload; Alpaca's train split)."""
     rng = random.Random(seed)
     if workload == "builtin":
-        from seqsched.workload.default_prompts import default_prompts
+        from seqsched.workload.default_prompts import default_prompts, predictor_training_prompts
 
-        prompts = default_prompts(num_prompts, seed=seed)
+        prompts = default_prompts(num_prompts, seed=seed) if held_out else predictor_training_prompts(num_prompts, seed)
         rows = [{"prompt": text, "output_tokens": max_tokens} for text in prompts]
         ignore_eos = False
     else:
         records = [json.loads(line) for line in vicuna.read_text().splitlines() if line.strip()]
-        val = [r for r in records if r.get("split") == "val"]
+        split = [r for r in records if r.get("split") == ("val" if held_out else "train")]
         rows = []
-        for r in rng.sample(val, num_prompts):
+        for r in rng.sample(split, num_prompts):
             text = r["instruction"] + ("\n" + r["input"] if r.get("input") else "")
             rows.append({"prompt": text, "output_tokens": max(1, int(r["L_t0.0"]))})
         ignore_eos = True

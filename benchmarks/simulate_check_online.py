@@ -3,20 +3,27 @@ this machine, loaded by vLLM's own benchmark client at Poisson rates below and a
 capacity, against the simulated server (``engine/simulate_online.py``) given the same
 requests in the same order, the same arrival times (the client's own seeded draws), and
 a step cost calibrated on this machine (``seqsched calibrate --engine vllm``) plus the
-server's own overhead, one number fitted to the capacity run (every request at once).
+server's own work (HTTP, streaming, detokenizing, on the engine's core).
+
+That work is fitted a round, before the round's points, on other requests of the same kind
+(the built-in model's training prompts, or Alpaca's train split) sent all at once, at the
+server's full concurrency and at a quarter of it: an extra cost per step and per request
+per step that gives both runs their measured durations. Every point measured after it,
+capacity included, is a prediction.
 
 The server runs pinned to core 0 with one thread (``--pin``), this script and the client
 on the other cores. Prints measured and simulated mean and p99 end-to-end latency and
 throughput per rate, with errors, and says where capacity is (measured: every request
 at once; simulated: the same). Writes the JSON and, with ``--plot``, the two curves.
 
-    python benchmarks/simulate_check_online.py --workload builtin --cost runs/simcheck/cost_builtin.json
+    python benchmarks/simulate_check_online.py --workload builtin --cost runs/cost.json --pin --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -31,14 +38,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from serve_latency import bench_client, figures, write_dataset  # noqa: E402
 
+from seqsched.engine.server_overhead import ServerRun, fit_server_overhead  # noqa: E402
 from seqsched.engine.simulate_online import LatencySummary, OnlineRequest, simulate_server  # noqa: E402
-from seqsched.engine.step_cost import load_step_cost  # noqa: E402
+from seqsched.engine.step_cost import ContinuousCost, load_step_cost  # noqa: E402
 from seqsched.engine.vllm_model import SchedulerLimits  # noqa: E402
 from seqsched.serve.launch import LocalVLLMConfig, local_vllm  # noqa: E402
 from seqsched.workload.arrivals import arrival_times  # noqa: E402
 
 SERVER_BATCHED_TOKENS = 2048  # vLLM's default for its OpenAI server on a CPU
 SERVER_BLOCK_SIZE = 128  # the CPU backend's default block
+ALTERNATIVES = {  # the same check with the server's work left out, or fitted as one term
+    "offline_cost": "offline cost alone",
+    "per_request_step_only": "overhead a request a step only",
+    "per_step_only": "overhead a step only",
+}
 
 
 def main() -> None:
@@ -54,12 +67,20 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=256, help="builtin: each request's limit (natural EOS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pin", action="store_true", help="the server on core 0, the rest elsewhere")
+    p.add_argument("--calibration-prompts", type=int, default=None, help="default: --num-prompts")
     p.add_argument("-o", "--output", type=Path, default=ROOT / "runs" / "simcheck" / "online.json")
     p.add_argument("--plot", type=Path, default=None)
+    p.add_argument("--save-cost", type=Path, default=None,
+                   help="write the step cost with the server's overhead (medians over rounds), for "
+                        "seqsched simulate --rates --cost-model")  # fmt: skip
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="simcheck-online-"))
     dataset, ignore_eos = write_dataset(args.workload, args.num_prompts, args.seed, args.max_tokens, args.vicuna,
                                         work / "requests.jsonl")  # fmt: skip
+    n_calibration = args.calibration_prompts or args.num_prompts
+    calibration, _ = write_dataset(args.workload, n_calibration, args.seed, args.max_tokens, args.vicuna,
+                                   work / "calibration.jsonl", held_out=False)  # fmt: skip
+    concurrencies = (args.max_num_seqs, max(1, args.max_num_seqs // 4))
     cost = load_step_cost(args.cost)
     limits = SchedulerLimits(args.max_num_seqs, SERVER_BATCHED_TOKENS, None, SERVER_BLOCK_SIZE, policy="fcfs")
     config: dict[str, Any] = {"model": args.model, "dtype": "float32", "max_num_seqs": args.max_num_seqs, "threads": 1,
@@ -69,27 +90,34 @@ def main() -> None:
         config["cpus"] = (cores[0],)
         os.sched_setaffinity(0, set(cores[1:]))
     rows: list[dict[str, Any]] = []
+    server_costs: list[ContinuousCost] = []
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(local_vllm(LocalVLLMConfig(**config)))
         bench_client(url, args.model, dataset, ignore_eos, float("inf"), args.seed + 999, 32)  # warm-up
         for rnd in range(args.rounds):
             points = ["burst", *args.loads.split(",")]
             capacity = None
+            fit_runs = [_server_run(bench_client(url, args.model, calibration, ignore_eos, float("inf"),
+                                                 args.seed + rnd, n_calibration, max_concurrency=k), k)
+                        for k in concurrencies]  # fmt: skip
+            fits = {terms: fit_server_overhead(fit_runs if len(terms) > 1 else fit_runs[:1], limits, cost, terms)
+                    for terms in (("a", "s"), ("s",), ("a",))}  # fmt: skip
+            server_cost = fits[("a", "s")]
+            server_costs.append(server_cost)
+            overhead = {"per_step_ms": 1000 * (server_cost.a - cost.a),
+                        "per_request_step_ms": 1000 * (server_cost.s - cost.s)}  # fmt: skip
             for point in points:
                 rate = float("inf") if point == "burst" else float(point) * capacity  # type: ignore[operator]
                 raw = bench_client(url, args.model, dataset, ignore_eos, rate, args.seed + rnd, args.num_prompts)
                 measured = figures(raw)
                 if point == "burst":
                     capacity = measured["throughput"]
-                    server_cost = fit_server_overhead(raw, measured["throughput"], limits, cost, "s")
-                    per_step = fit_server_overhead(raw, measured["throughput"], limits, cost, "a")
-                    overhead_ms = 1000 * (server_cost.s - cost.s)
                 simulated = _simulate(raw, rate, args.seed + rnd, limits, server_cost)
                 simulated["offline_cost"] = _simulate(raw, rate, args.seed + rnd, limits, cost)
-                simulated["per_step_overhead"] = _simulate(raw, rate, args.seed + rnd, limits, per_step)
-                simulated["per_step_overhead_ms"] = 1000 * (per_step.a - cost.a)
+                simulated["per_request_step_only"] = _simulate(raw, rate, args.seed + rnd, limits, fits[("s",)])
+                simulated["per_step_only"] = _simulate(raw, rate, args.seed + rnd, limits, fits[("a",)])
                 row = {"round": rnd, "point": point, "rate": rate, "measured": measured, "simulated": simulated,
-                       "server_overhead_ms_per_request_step": overhead_ms,
+                       "server_overhead": overhead,
                        "lens": {"input": raw["input_lens"], "output": raw["output_lens"]}}  # fmt: skip
                 rows.append(row)
                 print(_line(row), file=sys.stderr, flush=True)
@@ -101,32 +129,30 @@ def main() -> None:
     print(format_table(report, args))
     if args.plot is not None:
         plot(report, args.plot, args)
+    if args.save_cost is not None:
+        _save_server_cost(server_costs, cost, args)
 
 
-def fit_server_overhead(
-    raw: dict[str, Any], throughput: float, limits: SchedulerLimits, cost: Any, term: str = "s"
-) -> Any:
-    """The offline step cost plus the server's own work (HTTP, streaming each token back,
-    detokenizing: the API process shares the engine's core), as one extra cost per
-    request per step (``term`` "s"; "a": per step), solved so the simulated burst has the
-    measured throughput. One number from the capacity run; every rate below it is then
-    a prediction."""
-    import dataclasses
-
-    def at(extra: float) -> float:
-        bumped = dataclasses.replace(cost, **{term: getattr(cost, term) + extra})
-        return _simulate(raw, float("inf"), 0, limits, bumped)["throughput"]
-
-    low, high = 0.0, 0.01
-    if at(low) <= throughput:
-        return cost
-    for _ in range(40):
-        mid = (low + high) / 2
-        low, high = (mid, high) if at(mid) > throughput else (low, mid)
-    return dataclasses.replace(cost, **{term: getattr(cost, term) + (low + high) / 2})
+def _save_server_cost(fitted: list[ContinuousCost], cost: ContinuousCost, args: argparse.Namespace) -> None:
+    a, s = (statistics.median(getattr(c, t) for c in fitted) for t in ("a", "s"))
+    concurrency = f"{args.max_num_seqs} and {max(1, args.max_num_seqs // 4)}"
+    overhead = {"per_step_s": a - cost.a, "per_request_step_s": s - cost.s, "offline_cost": str(args.cost),
+                "fitted_on": f"{args.workload} calibration requests, all at once, at max_concurrency "
+                             f"{concurrency}, {len(fitted)} round(s)"}  # fmt: skip
+    server = dataclasses.replace(cost, a=a, s=s, provenance={**cost.provenance, "server_overhead": overhead})
+    server.save(args.save_cost)
+    print(f"wrote {args.save_cost} (the offline cost plus the server's overhead)", file=sys.stderr)
 
 
-def _simulate(raw: dict[str, Any], rate: float, seed: int, limits: SchedulerLimits, cost: Any) -> dict[str, Any]:
+def _server_run(raw: dict[str, Any], max_inflight: int) -> ServerRun:
+    """A client's all-at-once run as the overhead fit reads it: lengths in the order sent, and its duration."""
+    duration = figures(raw)["completed"] / figures(raw)["throughput"]
+    return ServerRun([int(n) for n in raw["input_lens"]], [int(n) for n in raw["output_lens"]], duration, max_inflight)
+
+
+def _simulate(
+    raw: dict[str, Any], rate: float, seed: int, limits: SchedulerLimits, cost: ContinuousCost
+) -> dict[str, Any]:
     """The same requests at the same times: the client reports, in the order it sent
     them, each one's prompt tokens (the server's count, chat template included) and
     output tokens, and its arrival times are its own seeded draws."""
@@ -148,7 +174,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             m = statistics.median(r["measured"][key] for r in mine)
             s = statistics.median(r["simulated"][key] for r in mine)
             entry[key] = {"measured": m, "simulated": s, "error": s / m - 1 if m else None}
-        for name in ("offline_cost", "per_step_overhead"):
+        for name in ALTERNATIVES:
             alt = statistics.median(r["simulated"][name]["e2e_mean"] for r in mine)
             entry[f"{name}_mean_error"] = alt / entry["e2e_mean"]["measured"] - 1
             alt99 = statistics.median(r["simulated"][name]["e2e_p99"] for r in mine)
@@ -160,24 +186,26 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_table(report: dict[str, Any], args: argparse.Namespace) -> str:
     table = report["table"]
     capacity = next(t for t in table if t["point"] == "burst")["throughput"]
+    per_step = [r["server_overhead"]["per_step_ms"] for r in report["rows"]]
+    per_request = [r["server_overhead"]["per_request_step_ms"] for r in report["rows"]]
     lines = [
         f"{args.workload}: plain vLLM's server (fcfs, max_num_seqs {args.max_num_seqs}, float32, 1 thread"
         f"{', pinned' if args.pin else ''}), {args.num_prompts} requests a point, {args.rounds} round(s); capacity "
         f"measured {capacity['measured']:.2f} req/s, simulated {capacity['simulated']:.2f} req/s "
-        f"(fitted: the server adds {report['rows'][0]['server_overhead_ms_per_request_step']:.3f} ms per request "
-        f"per step to the offline cost {report['cost']})",
+        f"({capacity['error']:+.1%}); the server adds {min(per_step):.2f}-{max(per_step):.2f} ms a step and "
+        f"{min(per_request):.3f}-{max(per_request):.3f} ms a request a step to the offline cost {report['cost']}, "
+        "fitted a round on other requests all at once",
         "",
         "| load | rate | req/s measured | simulated | error | mean s measured | simulated | error | p99 s measured "
-        "| simulated | error | mean error, offline cost alone | mean, p99 error, overhead per step instead |",
-        "|---" * 13 + "|",
+        "| simulated | error | mean, p99 error: " + " | ".join(ALTERNATIVES.values()) + " |",
+        "|---" * (11 + len(ALTERNATIVES)) + "|",
     ]
     for t in table:
         rate = "all at once" if t["point"] == "burst" else f"{t['rate']:.2f}/s"
         cells = [t["point"], rate]
         for key in ("throughput", "e2e_mean", "e2e_p99"):
             cells += [f"{t[key]['measured']:.2f}", f"{t[key]['simulated']:.2f}", f"{t[key]['error']:+.1%}"]
-        cells.append(f"{t['offline_cost_mean_error']:+.1%}")
-        cells.append(f"{t['per_step_overhead_mean_error']:+.1%}, {t['per_step_overhead_p99_error']:+.1%}")
+        cells += [f"{t[f'{name}_mean_error']:+.1%}, {t[f'{name}_p99_error']:+.1%}" for name in ALTERNATIVES]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -196,7 +224,9 @@ def plot(report: dict[str, Any], path: Path, args: argparse.Namespace) -> None:
         ax.plot(x, [t[key]["measured"] for t in rows], marker=marker, color="C0", label=f"measured {key[4:]}")
         ax.plot(x, [t[key]["simulated"] for t in rows], marker=marker, color="C1", linestyle="--",
                 label=f"simulated {key[4:]}")  # fmt: skip
-    ax.axvline(capacity, color="grey", linestyle=":", linewidth=0.8, label="capacity (measured)")
+    simulated_capacity = next(t for t in report["table"] if t["point"] == "burst")["throughput"]["simulated"]
+    ax.axvline(capacity, color="C0", linestyle=":", linewidth=0.8, label="capacity (measured)")
+    ax.axvline(simulated_capacity, color="C1", linestyle=":", linewidth=0.8, label="capacity (simulated)")
     ax.set_xlabel("arrival rate (requests/s, Poisson)")
     ax.set_ylabel("end-to-end latency (s)")
     ax.set_yscale("log")

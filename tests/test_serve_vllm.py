@@ -6,6 +6,7 @@ skipping."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -34,8 +35,8 @@ MODEL = str(Path(__file__).parent.parent / "seqsched" / "assets" / "default_mode
 
 
 class Served:
-    def __init__(self, url: str, vllm_url: str, trace: Path) -> None:
-        self.url, self.vllm_url, self.trace = url, vllm_url, trace
+    def __init__(self, url: str, vllm_url: str, trace: Path, pid: int) -> None:
+        self.url, self.vllm_url, self.trace, self.pid = url, vllm_url, trace, pid
         self.client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
         self.direct = OpenAI(base_url=f"{vllm_url}/v1", api_key="none", max_retries=0)
         self.model = self.client.models.list().data[0].id
@@ -60,7 +61,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             time.sleep(1)
         vllm_url = re.search(r"starting vLLM on (http://\S+)", log.read_text())
         assert vllm_url is not None
-        yield Served(url, vllm_url.group(1), tmp / "served.jsonl")
+        yield Served(url, vllm_url.group(1), tmp / "served.jsonl", process.pid)
     finally:
         process.terminate()
         code = process.wait(60)
@@ -119,32 +120,61 @@ def test_errors_come_back_in_openais_shape(served: Served) -> None:
 
 def test_with_one_slot_a_burst_finishes_in_predicted_order(served: Served, tmp_path: Path) -> None:
     """A second seqsched in front of the same vLLM, one slot, its predictor a lookup. With
-    one slot, the order its trace records answers in is the order they were sent in."""
+    vLLM paused, a first request takes the slot and five more wait in seqsched's queue
+    (so none can finish before the rest arrive, however fast or loaded this machine);
+    resumed, with one slot, the order the trace records answers in is the order they were
+    sent in."""
     predicted = {f"Say {w}.": n for w, n in [("yes", 40), ("no", 10), ("maybe", 30), ("ok", 20), ("fine", 50)]}
     trace = tmp_path / "order.jsonl"
     config = ServeConfig(upstreams=(served.vllm_url,), max_inflight=1, policy="sjf", trace_path=trace)
     app = build_app(config, lambda text, _: predicted.get(text, 1000), asyncio.run(discover(config)))
     with running(app) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
-        extra = {"ignore_eos": True}
-        hold = {"max_tokens": 800, "temperature": 0, "extra_body": extra}  # seconds of decoding
-        blocker = threading.Thread(target=_chat, args=(client, served.model, "Hold the slot."), kwargs=hold)
-        blocker.start()
-        time.sleep(0.5)
 
         def ask(prompt: str) -> None:
-            _chat(client, served.model, prompt, max_tokens=8, temperature=0, extra_body=extra)
+            _chat(client, served.model, prompt, max_tokens=8, temperature=0, extra_body={"ignore_eos": True})
 
+        holder = threading.Thread(target=ask, args=("Hold the slot.",))
         threads = [threading.Thread(target=ask, args=(p,)) for p in predicted]
-        for t in threads:
-            t.start()
-            time.sleep(0.03)
-        for t in [blocker, *threads]:
+        with _paused(served.pid):
+            holder.start()
+            _wait_for(lambda: _metric(url, "seqsched_inflight") == 1, "the first request never took the slot")
+            for t in threads:
+                t.start()
+            _wait_for(lambda: _metric(url, "seqsched_queue_length") == len(predicted), "the five never all waited")
+        for t in [holder, *threads]:
             t.join(120)
     import json
 
     answered = [json.loads(line)["instruction"] for line in trace.read_text().splitlines()]
-    assert answered[1:] == sorted(predicted, key=predicted.__getitem__)
+    assert answered == ["Hold the slot.", *sorted(predicted, key=predicted.__getitem__)]
+
+
+def _wait_for(condition: Any, failure: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.02)
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+@contextlib.contextmanager
+def _paused(pid: int) -> Iterator[None]:
+    """The processes seqsched serve started (its vLLM) stopped, then resumed."""
+    import psutil
+
+    children = psutil.Process(pid).children(recursive=True)
+    for child in children:
+        child.suspend()
+    try:
+        yield
+    finally:
+        for child in children:
+            child.resume()
 
 
 def test_a_client_that_leaves_mid_stream_is_aborted_in_vllm(served: Served) -> None:
@@ -155,15 +185,9 @@ def test_a_client_that_leaves_mid_stream_is_aborted_in_vllm(served: Served) -> N
     next(iter(stream))
     stream.close()
     deadline = time.monotonic() + 10
-    while _running_in_vllm(served.vllm_url) > 0:
+    while _metric(served.vllm_url, "vllm:num_requests_running") > 0:
         assert time.monotonic() < deadline, "vLLM kept generating for a client that left"
         time.sleep(0.2)
-
-
-def _running_in_vllm(url: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=5).text
-    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("vllm:num_requests_running")]
-    return sum(values)
 
 
 def test_served_traffic_is_a_trace_the_predictor_trains_on(served: Served, tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def main() -> None:
     n_calibration = args.calibration_prompts or args.num_prompts
     calibration, _ = write_dataset(args.workload, n_calibration, args.seed, args.max_tokens, args.vicuna,
                                    work / "calibration.jsonl", held_out=False)  # fmt: skip
-    concurrencies = (args.max_num_seqs, max(1, args.max_num_seqs // 4))
+    concurrencies = _fit_concurrencies(args)
     cost = load_step_cost(args.cost)
     limits = SchedulerLimits(args.max_num_seqs, SERVER_BATCHED_TOKENS, None, SERVER_BLOCK_SIZE, policy="fcfs")
     config: dict[str, Any] = {"model": args.model, "dtype": "float32", "max_num_seqs": args.max_num_seqs, "threads": 1,
@@ -100,9 +100,10 @@ def main() -> None:
             fit_runs = [_server_run(bench_client(url, args.model, calibration, ignore_eos, float("inf"),
                                                  args.seed + rnd, n_calibration, max_concurrency=k), k)
                         for k in concurrencies]  # fmt: skip
-            fits = {terms: fit_server_overhead(fit_runs if len(terms) > 1 else fit_runs[:1], limits, cost, terms)
-                    for terms in (("a", "s"), ("s",), ("a",))}  # fmt: skip
-            server_cost = fits[("a", "s")]
+            server_cost = fit_server_overhead(fit_runs, limits, cost)
+            # the one-term forms, on the full-concurrency run alone, for comparison
+            per_request_only = fit_server_overhead(fit_runs[:1], limits, cost, ("s",))
+            per_step_only = fit_server_overhead(fit_runs[:1], limits, cost, ("a",))
             server_costs.append(server_cost)
             overhead = {"per_step_ms": 1000 * (server_cost.a - cost.a),
                         "per_request_step_ms": 1000 * (server_cost.s - cost.s)}  # fmt: skip
@@ -114,8 +115,8 @@ def main() -> None:
                     capacity = measured["throughput"]
                 simulated = _simulate(raw, rate, args.seed + rnd, limits, server_cost)
                 simulated["offline_cost"] = _simulate(raw, rate, args.seed + rnd, limits, cost)
-                simulated["per_request_step_only"] = _simulate(raw, rate, args.seed + rnd, limits, fits[("s",)])
-                simulated["per_step_only"] = _simulate(raw, rate, args.seed + rnd, limits, fits[("a",)])
+                simulated["per_request_step_only"] = _simulate(raw, rate, args.seed + rnd, limits, per_request_only)
+                simulated["per_step_only"] = _simulate(raw, rate, args.seed + rnd, limits, per_step_only)
                 row = {"round": rnd, "point": point, "rate": rate, "measured": measured, "simulated": simulated,
                        "server_overhead": overhead,
                        "lens": {"input": raw["input_lens"], "output": raw["output_lens"]}}  # fmt: skip
@@ -135,7 +136,7 @@ def main() -> None:
 
 def _save_server_cost(fitted: list[ContinuousCost], cost: ContinuousCost, args: argparse.Namespace) -> None:
     a, s = (statistics.median(getattr(c, t) for c in fitted) for t in ("a", "s"))
-    concurrency = f"{args.max_num_seqs} and {max(1, args.max_num_seqs // 4)}"
+    concurrency = " and ".join(str(k) for k in _fit_concurrencies(args))
     overhead = {"per_step_s": a - cost.a, "per_request_step_s": s - cost.s, "offline_cost": str(args.cost),
                 "fitted_on": f"{args.workload} calibration requests, all at once, at max_concurrency "
                              f"{concurrency}, {len(fitted)} round(s)"}  # fmt: skip
@@ -144,9 +145,15 @@ def _save_server_cost(fitted: list[ContinuousCost], cost: ContinuousCost, args: 
     print(f"wrote {args.save_cost} (the offline cost plus the server's overhead)", file=sys.stderr)
 
 
+def _fit_concurrencies(args: argparse.Namespace) -> tuple[int, int]:
+    """The client concurrencies of the overhead fit's two runs: the server's full, and a quarter."""
+    return args.max_num_seqs, max(1, args.max_num_seqs // 4)
+
+
 def _server_run(raw: dict[str, Any], max_inflight: int) -> ServerRun:
     """A client's all-at-once run as the overhead fit reads it: lengths in the order sent, and its duration."""
-    duration = figures(raw)["completed"] / figures(raw)["throughput"]
+    run = figures(raw)
+    duration = run["completed"] / run["throughput"]
     return ServerRun([int(n) for n in raw["input_lens"]], [int(n) for n in raw["output_lens"]], duration, max_inflight)
 
 
@@ -217,16 +224,15 @@ def plot(report: dict[str, Any], path: Path, args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     rows = [t for t in report["table"] if t["point"] != "burst"]
-    capacity = next(t for t in report["table"] if t["point"] == "burst")["throughput"]["measured"]
+    capacity = next(t for t in report["table"] if t["point"] == "burst")["throughput"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     x = [t["rate"] for t in rows]
     for key, marker in (("e2e_mean", "o"), ("e2e_p99", "x")):
         ax.plot(x, [t[key]["measured"] for t in rows], marker=marker, color="C0", label=f"measured {key[4:]}")
         ax.plot(x, [t[key]["simulated"] for t in rows], marker=marker, color="C1", linestyle="--",
                 label=f"simulated {key[4:]}")  # fmt: skip
-    simulated_capacity = next(t for t in report["table"] if t["point"] == "burst")["throughput"]["simulated"]
-    ax.axvline(capacity, color="C0", linestyle=":", linewidth=0.8, label="capacity (measured)")
-    ax.axvline(simulated_capacity, color="C1", linestyle=":", linewidth=0.8, label="capacity (simulated)")
+    ax.axvline(capacity["measured"], color="C0", linestyle=":", linewidth=0.8, label="capacity (measured)")
+    ax.axvline(capacity["simulated"], color="C1", linestyle=":", linewidth=0.8, label="capacity (simulated)")
     ax.set_xlabel("arrival rate (requests/s, Poisson)")
     ax.set_ylabel("end-to-end latency (s)")
     ax.set_yscale("log")

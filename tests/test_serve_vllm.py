@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,7 @@ def test_with_one_slot_a_burst_finishes_in_predicted_order(served: Served, tmp_p
     assert answered == ["Hold the slot.", *sorted(predicted, key=predicted.__getitem__)]
 
 
-def _wait_for(condition: Any, failure: str, timeout_s: float = 30) -> None:
+def _wait_for(condition: Callable[[], bool], failure: str, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, failure

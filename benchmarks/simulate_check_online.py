@@ -1,6 +1,6 @@
 """Does the simulator predict plain vLLM's server under load? vLLM's OpenAI server on
 this machine, loaded by vLLM's own benchmark client at Poisson rates below and above
-capacity, against the simulated server (``engine/simulate_online.py``) given the same
+capacity, against the simulated server (``simulate/server.py``) given the same
 requests in the same order, the same arrival times (the client's own seeded draws), and
 a step cost calibrated on this machine (``seqsched calibrate --engine vllm``) plus the
 server's own work (HTTP, streaming, detokenizing, on the engine's core).
@@ -38,11 +38,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from serve_latency import bench_client, figures, write_dataset  # noqa: E402
 
-from seqsched.engine.server_overhead import ServerRun, fit_server_overhead  # noqa: E402
-from seqsched.engine.simulate_online import LatencySummary, OnlineRequest, simulate_server  # noqa: E402
-from seqsched.engine.step_cost import ContinuousCost, load_step_cost  # noqa: E402
-from seqsched.engine.vllm_model import SchedulerLimits  # noqa: E402
 from seqsched.serve.launch import LocalVLLMConfig, local_vllm  # noqa: E402
+from seqsched.simulate.server import LatencySummary, OnlineRequest, simulate_server  # noqa: E402
+from seqsched.simulate.server_overhead import ServerRun, fit_server_overhead  # noqa: E402
+from seqsched.simulate.step_cost import ContinuousCost, load_step_cost  # noqa: E402
+from seqsched.simulate.vllm_model import SchedulerLimits  # noqa: E402
 from seqsched.workload.arrivals import arrival_times  # noqa: E402
 
 SERVER_BATCHED_TOKENS = 2048  # vLLM's default for its OpenAI server on a CPU

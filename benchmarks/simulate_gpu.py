@@ -1,7 +1,7 @@
 """What the paper's workload would do on vLLM on an A100, SIMULATED (no GPU here): the
 checked scheduler model (benchmarks/simulate_check.py) priced by the built-in
 ``a100-vllm-llama-8b`` step cost, which is solved from published vLLM measurements
-(its sources are in seqsched/engine/step_cost.py).
+(its sources are in seqsched/simulate/step_cost.py).
 
 Requests are drawn with replacement (seeded) from the Alpaca/Vicuna-7B trace: Vicuna's
 greedy lengths, prompt lengths counted once per prompt with the built-in tokenizer and
@@ -89,7 +89,7 @@ def _timed(command: list[str]) -> float:
 
 
 def format_tables(offline: list[tuple[int, float, dict[str, Any]]], online: dict[str, Any], online_s: float) -> str:
-    source = "cost model a100-vllm-llama-8b (published vLLM measurements; seqsched/engine/step_cost.py)"
+    source = "cost model a100-vllm-llama-8b (published vLLM measurements; seqsched/simulate/step_cost.py)"
     lines = [f"SIMULATED offline, {source}; 256 slots, {KV_BLOCKS} KV blocks of 16", "",
              "| requests | policy | req/s | x fcfs | mean completion s | x fcfs | preemptions | simulate s |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip

@@ -17,13 +17,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from seqsched.engine.cost_model import StepCostModel
-from seqsched.engine.simulate import SimulatedEngine
-from seqsched.engine.simulate_stream import SimulatedContinuousEngine
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.predict.base import LengthPredictor
 from seqsched.request import Request
 from seqsched.schedule import ScheduleConfig
+from seqsched.simulate.cost_model import StepCostModel
+from seqsched.simulate.static import SimulatedEngine
+from seqsched.simulate.stream import SimulatedContinuousEngine
 
 SHOWN = 12  # micro-batches (or requests of an order) listed
 

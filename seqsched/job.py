@@ -30,7 +30,6 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seqsched.bench.metrics import Metrics, compute_metrics
 from seqsched.data.answer_index import Located, copy_lines, scan_answers
 from seqsched.data.atomic import is_disk_full
 from seqsched.data.batch_io import error_line, is_answered, read_requests, result_line, write_json, write_jsonl
@@ -39,6 +38,7 @@ from seqsched.data.lock import job_lock, lock_path
 from seqsched.data.traces import read_length_map
 from seqsched.engine.source import check_device, check_hub_model, check_source
 from seqsched.eta import PredictedEta, format_seconds
+from seqsched.metrics import Metrics, compute_metrics
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.request import Request, RequestStatus, Result
 from seqsched.signals import Stopped, finishing

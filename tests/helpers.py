@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from seqsched.engine.base import BatchRun, Engine
-from seqsched.engine.trace import trace_outcomes
 from seqsched.request import Request
 from seqsched.schedule import MicroBatch
+from seqsched.simulate.trace import trace_outcomes
 
 
 def create_requests(

@@ -16,11 +16,11 @@ from seqsched.bench.runner import BenchResult, Strategy, differing_outputs, run_
 from seqsched.bench.strategies import StrategyContext, make_strategy
 from seqsched.cli import main
 from seqsched.data.traces import Trace, TraceRecord, trace_requests
-from seqsched.engine.cost_model import StepCostModel
-from seqsched.engine.simulate import SimulatedEngine
 from seqsched.predict.constant import ConstantPredictor
 from seqsched.predict.oracle import OraclePredictor
 from seqsched.schedule import ScheduleConfig
+from seqsched.simulate.cost_model import StepCostModel
+from seqsched.simulate.static import SimulatedEngine
 from tests.tiny_model import corpus
 
 # Actual lengths (L_t0.0) span several VBS bins, and two pass the limit of 120. The

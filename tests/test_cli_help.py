@@ -75,10 +75,10 @@ def test_a_misspelled_option_gets_the_subcommands_usage(capsys: pytest.CaptureFi
 
 def test_one_micro_batch_is_singular() -> None:
     from seqsched.dry_run import dry_run
-    from seqsched.engine.cost_model import load_cost_model
     from seqsched.predict.constant import ConstantPredictor
     from seqsched.request import Request
     from seqsched.schedule import ScheduleConfig
+    from seqsched.simulate.cost_model import load_cost_model
 
     cost = load_cost_model("cpu-default-model")
     one = [Request(0, "a", prompt="hi", max_new_tokens=8)]

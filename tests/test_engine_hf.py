@@ -16,13 +16,13 @@ import pytest
 from seqsched.engine.config import EngineConfig
 from seqsched.engine.hf import HFEngine
 from seqsched.engine.source import ModelLoadError
-from seqsched.engine.trace import trace_outcomes
 from seqsched.pipeline import Pipeline
 from seqsched.predict.base import LengthPredictor
 from seqsched.predict.constant import ConstantPredictor
 from seqsched.predict.oracle import OraclePredictor
 from seqsched.request import Request, RequestStatus, SamplingParams
 from seqsched.schedule import MicroBatch, ScheduleConfig
+from seqsched.simulate.trace import trace_outcomes
 from tests.tiny_model import MAX_POSITION_EMBEDDINGS, NUM_REQUESTS, tiny_requests
 
 _requests = tiny_requests

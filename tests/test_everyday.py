@@ -16,10 +16,10 @@ from seqsched.bench.runner import BenchResult, run_strategies
 from seqsched.bench.strategies import StrategyContext, make_strategy
 from seqsched.cli import main
 from seqsched.data.traces import Trace, TraceRecord, trace_requests
-from seqsched.engine.cost_model import StepCostModel
-from seqsched.engine.simulate import SimulatedEngine
 from seqsched.predict.constant import ConstantPredictor
 from seqsched.schedule import ScheduleConfig
+from seqsched.simulate.cost_model import StepCostModel
+from seqsched.simulate.static import SimulatedEngine
 from seqsched.threads import auto_threads, choose_threads
 from tests.tiny_model import corpus
 
@@ -181,7 +181,7 @@ def test_the_fit_report_holds_out_part_of_a_split_made_by_collect(tmp_path: Path
 
 
 def test_kv_plans_with_other_reservations_are_not_the_same_plan() -> None:
-    from seqsched.engine.simulate_stream import SimulatedContinuousEngine
+    from seqsched.simulate.stream import SimulatedContinuousEngine
 
     ctx = StrategyContext(
         ScheduleConfig(batch_size=4, group_size=12),

@@ -19,8 +19,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("seqsched.schedule",),
     ("seqsched.data",),
     ("seqsched.engine",),
+    ("seqsched.simulate",),
     ("seqsched.predict",),
-    ("seqsched.pipeline", "seqsched.eta", "seqsched.dry_run", "seqsched.config"),
+    ("seqsched.pipeline", "seqsched.metrics", "seqsched.eta", "seqsched.dry_run", "seqsched.config"),
     ("seqsched.build",),
     ("seqsched.bench", "seqsched.collect", "seqsched.serve"),
     ("seqsched.job", "seqsched.distributed"),
@@ -146,3 +147,14 @@ def test_the_scheduler_imports_nothing_above_request() -> None:
     for module, targets in graph().items():
         if module.startswith("seqsched.schedule"):
             assert all(t == "seqsched.request" or t.startswith("seqsched.schedule") for t in targets), module
+
+
+def test_execution_does_not_import_simulation() -> None:
+    """Real engines run nothing modelled: simulation sits above them, never inside."""
+    for module, targets in graph().items():
+        if module.startswith("seqsched.engine"):
+            assert not any(t.startswith("seqsched.simulate") for t in targets), module
+
+
+def test_a_batch_job_does_not_import_the_benchmark_package() -> None:
+    assert not any(t.startswith("seqsched.bench") for t in graph()["seqsched.job"])

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from seqsched.bench.metrics import compute_metrics
+from seqsched.metrics import compute_metrics
 from seqsched.pipeline import Pipeline
 from seqsched.predict.constant import ConstantPredictor
 from seqsched.predict.oracle import OraclePredictor

@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from seqsched.engine.server_overhead import ServerRun, fit_server_overhead, simulated_duration
-from seqsched.engine.step_cost import ContinuousCost
-from seqsched.engine.vllm_model import SchedulerLimits
+from seqsched.simulate.server_overhead import ServerRun, fit_server_overhead, simulated_duration
+from seqsched.simulate.step_cost import ContinuousCost
+from seqsched.simulate.vllm_model import SchedulerLimits
 
 LIMITS = SchedulerLimits(16, 2048, None, 128, policy="fcfs")
 COST = ContinuousCost(a=2e-3, t=70e-6, s=8e-6, c=3e-7)

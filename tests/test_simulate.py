@@ -10,16 +10,16 @@ import sys
 import numpy as np
 import pytest
 
-from seqsched.bench.metrics import compute_metrics
 from seqsched.bench.runner import run_strategies
 from seqsched.bench.strategies import StrategyContext, make_strategy
-from seqsched.engine.cost_model import BUILTIN, StepCostModel, StepSample, load_cost_model
-from seqsched.engine.simulate import SimulatedEngine
+from seqsched.metrics import compute_metrics
 from seqsched.pipeline import Pipeline
 from seqsched.predict.constant import ConstantPredictor
 from seqsched.predict.oracle import OraclePredictor
 from seqsched.request import Request, RequestStatus
 from seqsched.schedule import ScheduleConfig
+from seqsched.simulate.cost_model import BUILTIN, StepCostModel, StepSample, load_cost_model
+from seqsched.simulate.static import SimulatedEngine
 from tests.helpers import create_requests
 
 TRUE = StepCostModel(a=0.02, b=3e-4, c=2e-7, d=0.05, e=4e-5, f=3e-8)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from seqsched.cli import main
-from seqsched.engine.simulate_online import FrontQueue, LatencySummary, OnlineRequest, Served, simulate_server
-from seqsched.engine.step_cost import ContinuousCost
-from seqsched.engine.vllm_model import SchedulerLimits
+from seqsched.simulate.server import FrontQueue, LatencySummary, OnlineRequest, Served, simulate_server
+from seqsched.simulate.step_cost import ContinuousCost
+from seqsched.simulate.vllm_model import SchedulerLimits
 
 UNIT = ContinuousCost(a=1.0, t=0.0)  # one second a step
 LIMITS = SchedulerLimits(max_num_seqs=2, max_num_batched_tokens=64, policy="fcfs")

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from seqsched.engine.calibrate_vllm import fit, pooled, shape_of
-from seqsched.engine.cost_model import BUILTIN as STATIC_BUILTIN
-from seqsched.engine.cost_model import StepCostModel
-from seqsched.engine.step_cost import BUILTIN, ContinuousCost, StepShape, TimedStep, is_step_cost, load_step_cost
+from seqsched.simulate.calibrate_vllm import fit, pooled, shape_of
+from seqsched.simulate.cost_model import BUILTIN as STATIC_BUILTIN
+from seqsched.simulate.cost_model import StepCostModel
+from seqsched.simulate.step_cost import BUILTIN, ContinuousCost, StepShape, TimedStep, is_step_cost, load_step_cost
 
 TRUE = ContinuousCost(a=2e-3, t=50e-6, s=70e-6, c=0.4e-6, p=30e-9)
 

@@ -8,13 +8,13 @@ import random
 
 import pytest
 
-from seqsched.engine.cost_model import StepCostModel
-from seqsched.engine.simulate_stream import SimulatedContinuousEngine
 from seqsched.pipeline import Pipeline
 from seqsched.predict.constant import ConstantPredictor
 from seqsched.predict.oracle import OraclePredictor
 from seqsched.request import RequestStatus
 from seqsched.schedule import ScheduleConfig
+from seqsched.simulate.cost_model import StepCostModel
+from seqsched.simulate.stream import SimulatedContinuousEngine
 from tests.helpers import create_requests
 
 COST = StepCostModel(a=1.0, b=0.0, c=0.0)  # one second per step, prefill free

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from seqsched.engine.step_cost import ContinuousCost, StepShape
-from seqsched.engine.vllm_model import SchedulerLimits, SchedulerModel, SimRequest
+from seqsched.simulate.step_cost import ContinuousCost, StepShape
+from seqsched.simulate.vllm_model import SchedulerLimits, SchedulerModel, SimRequest
 
 UNIT = ContinuousCost(a=1.0, t=0.0)  # every step costs one second
 

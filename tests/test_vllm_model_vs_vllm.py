@@ -1,4 +1,4 @@
-"""The scheduler model (engine/vllm_model.py) against vLLM itself: the same requests,
+"""The scheduler model (simulate/vllm_model.py) against vLLM itself: the same requests,
 and every step's shape (requests, tokens, contexts) read from vLLM's own scheduler must
 match the model's, with chunked prefill under a small token budget and with a KV cache
 small enough to preempt (recompute, prefix-cache hits on the victim's blocks)."""
@@ -16,11 +16,11 @@ if os.environ.get("SEQSCHED_REQUIRE_VLLM"):
 else:
     pytest.importorskip("vllm", reason="vLLM is optional: bash scripts/install.sh vllm")
 
-from seqsched.engine.calibrate_vllm import StepRecorder
 from seqsched.engine.config import EngineConfig, VLLMConfig
-from seqsched.engine.step_cost import ContinuousCost, StepShape
 from seqsched.engine.vllm_engine import VLLMEngine
-from seqsched.engine.vllm_model import SchedulerLimits, SchedulerModel, SimRequest
+from seqsched.simulate.calibrate_vllm import StepRecorder
+from seqsched.simulate.step_cost import ContinuousCost, StepShape
+from seqsched.simulate.vllm_model import SchedulerLimits, SchedulerModel, SimRequest
 from tests.tiny_model import save_tiny_model
 
 

@@ -1,1 +1,1 @@
-"""Metrics, side-by-side strategy runs, tables and plots."""
+"""Side-by-side strategy runs, tables and plots (the metrics themselves: ``seqsched.metrics``)."""

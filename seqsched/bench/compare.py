@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from seqsched.bench.runner import BenchResult, Strategy, fresh_copies, run_strategies
 from seqsched.engine.base import Engine
-from seqsched.engine.cost_model import StepCostModel
-from seqsched.engine.simulate import SimulatedEngine
 from seqsched.request import Request
+from seqsched.simulate.cost_model import StepCostModel
+from seqsched.simulate.static import SimulatedEngine
 
 
 @dataclass(frozen=True)

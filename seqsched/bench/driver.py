@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from seqsched.bench.metrics import Metrics
 from seqsched.bench.names import StrategyName
 from seqsched.bench.runner import BenchResult, Strategy
 from seqsched.engine.base import Engine
 from seqsched.engine.stream import StreamEngine
+from seqsched.metrics import Metrics
 from seqsched.request import Request
 from seqsched.schedule import ScheduleConfig
 from seqsched.threads import ThreadChoice
@@ -164,7 +164,7 @@ def _compare(
     human: IO[str],
 ) -> None:
     from seqsched.bench.compare import compare_with_simulation, format_comparison
-    from seqsched.engine.cost_model import load_cost_model
+    from seqsched.simulate.cost_model import load_cost_model
 
     if not isinstance(engine, Engine):
         raise ValueError("--compare-cost-model simulates static plans: it needs a static engine (--engine hf)")

@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from seqsched.bench.metrics import Metrics, compute_metrics
 from seqsched.bench.names import StrategyName, parse_strategy
 from seqsched.engine.base import Engine
 from seqsched.engine.stream import StreamEngine
+from seqsched.metrics import Metrics, compute_metrics
 from seqsched.pipeline import Pipeline, RunReport
 from seqsched.predict.base import LengthPredictor
 from seqsched.predict.constant import ConstantPredictor

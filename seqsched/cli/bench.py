@@ -136,9 +136,9 @@ def _dry_run(
     """Each strategy's plan and modelled time from its own predictions, side by side."""
     from seqsched.bench.strategies import StrategyContext, make_strategy
     from seqsched.dry_run import dry_run, model_holder
-    from seqsched.engine.cost_model import load_cost_model
-    from seqsched.engine.simulate_stream import SimulatedContinuousEngine
     from seqsched.predict.base import LengthPredictor
+    from seqsched.simulate.cost_model import load_cost_model
+    from seqsched.simulate.stream import SimulatedContinuousEngine
 
     cost = load_cost_model(args.cost_model)
     continuous = SimulatedContinuousEngine(cost, args.max_num_seqs)

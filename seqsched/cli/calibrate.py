@@ -101,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
     )
     if args.engine == "vllm":
         return _vllm(args, config, batch_sizes, context_lens)
-    from seqsched.engine.calibrate import calibrate
+    from seqsched.simulate.calibrate import calibrate
 
     print(f"{'kind':8} {'batch':>5} {'context':>7} {'ms':>9}")
 
@@ -123,9 +123,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _vllm(args: argparse.Namespace, config: Any, batch_sizes: list[int], prompt_lens: list[int]) -> int:
-    from seqsched.engine.calibrate_vllm import fit, measure, measure_workload, provenance
     from seqsched.engine.config import VLLMConfig
     from seqsched.engine.vllm_engine import VLLMEngine
+    from seqsched.simulate.calibrate_vllm import fit, measure, measure_workload, provenance
 
     steps, repeats = args.num_steps or 32, args.repeats or 2
     if steps < 2 or repeats < 1:

@@ -152,7 +152,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     from seqsched.build import build_predictor
     from seqsched.data.batch_io import read_requests
     from seqsched.dry_run import dry_run, model_holder
-    from seqsched.engine.cost_model import load_cost_model
+    from seqsched.simulate.cost_model import load_cost_model
 
     config = _config(args)
     data = _stdin(args)

@@ -24,9 +24,9 @@ from typing import Any
 
 from seqsched.cli.bench_args import add_schedule_args, add_stream_args, bench_options
 from seqsched.cli.help import HelpFormatter
-from seqsched.engine.cost_model import BUILTIN, DEFAULT_BUILTIN
-from seqsched.engine.step_cost import BUILTIN as STEP_BUILTIN
-from seqsched.engine.step_cost import DEFAULT_BUILTIN as DEFAULT_STEP
+from seqsched.simulate.cost_model import BUILTIN, DEFAULT_BUILTIN
+from seqsched.simulate.step_cost import BUILTIN as STEP_BUILTIN
+from seqsched.simulate.step_cost import DEFAULT_BUILTIN as DEFAULT_STEP
 
 
 def add_parser(subparsers: Any) -> None:
@@ -93,8 +93,8 @@ def main(args: argparse.Namespace) -> int:
         return run_online(args, trace, requests)
     assert options is not None
     from seqsched.bench.driver import run_bench
-    from seqsched.engine.simulate import SimulatedEngine
-    from seqsched.engine.simulate_stream import SimulatedContinuousEngine
+    from seqsched.simulate.static import SimulatedEngine
+    from seqsched.simulate.stream import SimulatedContinuousEngine
 
     static, step = cost_models(args.cost_model, options.strategies)
     continuous = SimulatedContinuousEngine(
@@ -122,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
 def _cost_label(args: argparse.Namespace) -> str:
     """The cost model(s) a run's tables name, with the source of the continuous one."""
     from seqsched.bench.names import parse_strategies
-    from seqsched.engine.step_cost import load_step_cost
+    from seqsched.simulate.step_cost import load_step_cost
 
     strategies = parse_strategies(args.strategies)
     stream = any(s.stream for s in strategies)
@@ -140,8 +140,8 @@ def _cost_label(args: argparse.Namespace) -> str:
 def cost_models(name: str | None, strategies: Any) -> tuple[Any, Any]:
     """The static cost model and the continuous step cost that ``--cost-model`` names.
     A continuous step cost cannot price static batches: asking for it is an error."""
-    from seqsched.engine.cost_model import load_cost_model
-    from seqsched.engine.step_cost import is_step_cost, load_step_cost
+    from seqsched.simulate.cost_model import load_cost_model
+    from seqsched.simulate.step_cost import is_step_cost, load_step_cost
 
     step = load_step_cost(name)
     if name is not None and is_step_cost(name):

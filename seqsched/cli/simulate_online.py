@@ -1,5 +1,5 @@
 """`seqsched simulate --rates ...`: policies compared as servers, with requests arriving
-over time, in modelled time (``engine/simulate_online.py``)."""
+over time, in modelled time (``simulate/server.py``)."""
 
 from __future__ import annotations
 
@@ -90,9 +90,9 @@ def parse_rates(text: str) -> list[str]:
 
 
 def run_online(args: argparse.Namespace, trace: Any, requests: list[Any]) -> int:
-    from seqsched.engine.simulate_online import FrontQueue, LatencySummary, OnlineRequest, simulate_server
-    from seqsched.engine.step_cost import load_step_cost
-    from seqsched.engine.vllm_model import SchedulerLimits
+    from seqsched.simulate.server import FrontQueue, LatencySummary, OnlineRequest, simulate_server
+    from seqsched.simulate.step_cost import load_step_cost
+    from seqsched.simulate.vllm_model import SchedulerLimits
     from seqsched.workload.arrivals import arrival_times, read_arrivals
 
     arms = parse_policies(args.policies)

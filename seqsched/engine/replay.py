@@ -2,7 +2,7 @@
 
 A row with ``target_len = n`` may not emit EOS at steps 1..n-1 and must emit it at step
 n, so even a random-weights model produces exactly ``n`` tokens and a replayed batch
-decodes for exactly as many steps as the trace says (see ``engine/trace.py``). Rows
+decodes for exactly as many steps as the trace says (see ``simulate/trace.py``). Rows
 without a target are left alone. Works inside ``model.generate`` as a logits processor.
 """
 

@@ -1,4 +1,4 @@
-"""Fit the continuous step cost (``engine/step_cost.py``) to vLLM's own steps. Uses vLLM.
+"""Fit the continuous step cost (``simulate/step_cost.py``) to vLLM's own steps. Uses vLLM.
 
 NOTE on what is timed. The engine core runs in this process
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so each ``LLMEngine.step()`` call is exactly one
@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from seqsched.engine.step_cost import ContinuousCost, StepShape, TimedStep
+from seqsched.simulate.step_cost import ContinuousCost, StepShape, TimedStep
 
 
 class StepRecorder:

@@ -1,5 +1,5 @@
 """A server under load, simulated: requests arrive over time, wait in a queue, run on
-the modelled vLLM scheduler (``engine/vllm_model.py``). No torch here.
+the modelled vLLM scheduler (``simulate/vllm_model.py``). No torch here.
 
 Two shapes of server, as benchmarks/serve_latency.py measures them:
 - plain vLLM's server: every request goes straight into vLLM's waiting queue
@@ -21,10 +21,10 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from seqsched.engine.step_cost import ContinuousCost
-from seqsched.engine.vllm_model import SchedulerLimits, SchedulerModel, SimRequest
 from seqsched.schedule.config import Policy
 from seqsched.schedule.queue import WaitingQueue
+from seqsched.simulate.step_cost import ContinuousCost
+from seqsched.simulate.vllm_model import SchedulerLimits, SchedulerModel, SimRequest
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from seqsched.engine.base import BatchRun, Engine
-from seqsched.engine.cost_model import StepCostModel, load_cost_model
-from seqsched.engine.trace import require_target_lengths, trace_outcomes
 from seqsched.request import Request
 from seqsched.schedule import MicroBatch
+from seqsched.simulate.cost_model import StepCostModel, load_cost_model
+from seqsched.simulate.trace import require_target_lengths, trace_outcomes
 
 
 class SimulatedEngine(Engine):

@@ -17,7 +17,6 @@ O(1) to price whatever its length.
 from __future__ import annotations
 
 import datetime
-import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from seqsched.simulate.fit import nnls_relative
 
 StepKind = Literal["prefill", "decode"]
 _DECODE = ("a", "b", "c")
@@ -96,13 +97,13 @@ class StepCostModel:
         prefill = [s for s in samples if s.kind == "prefill"]
         if len(decode) < len(_DECODE):
             raise ValueError(f"need at least {len(_DECODE)} decode samples to fit, got {len(decode)}")
-        a, b, c = _nnls_relative(
+        a, b, c = nnls_relative(
             np.array([[1.0, s.batch_size, s.batch_size * s.context_len] for s in decode]),
             np.array([s.seconds for s in decode]),
         )
         d = e = f = 0.0
         if prefill:
-            d, e, f = _nnls_relative(
+            d, e, f = nnls_relative(
                 np.array([[1.0, s.batch_size * s.context_len, s.batch_size * s.context_len**2] for s in prefill]),
                 np.array([s.seconds for s in prefill]),
             )
@@ -191,23 +192,3 @@ def load_cost_model(name_or_path: str | Path | None) -> StepCostModel:
     if not Path(key).is_file():
         raise FileNotFoundError(f"cost model {key!r}: no such file, and not one of {', '.join(BUILTIN)}")
     return StepCostModel.load(key)
-
-
-def _nnls_relative(x: np.ndarray, y: np.ndarray, relative: bool = True) -> tuple[float, ...]:
-    """Minimise sum(((x @ p - y) / y) ** 2) over p >= 0 (``relative=False``: plain
-    squared seconds). Exact for a handful of columns: try every support set and keep
-    the best feasible one."""
-    xw, yw = (x / y[:, None], np.ones_like(y)) if relative else (x, y)
-    best: tuple[float, np.ndarray] | None = None
-    ncols = x.shape[1]
-    for size in range(1, ncols + 1):
-        for support in itertools.combinations(range(ncols), size):
-            p = np.zeros(ncols)
-            p[list(support)] = np.linalg.lstsq(xw[:, support], yw, rcond=None)[0]
-            if (p < 0).any():
-                continue
-            loss = float(np.sum((xw @ p - yw) ** 2))
-            if best is None or loss < best[0] - 1e-15:
-                best = (loss, p)
-    assert best is not None, "a single non-negative column always has a feasible fit"
-    return tuple(float(v) for v in best[1])

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from seqsched.engine.cost_model import BUILTIN as STATIC_BUILTIN
-from seqsched.engine.cost_model import StepCostModel, _nnls_relative
+from seqsched.simulate.cost_model import BUILTIN as STATIC_BUILTIN
+from seqsched.simulate.cost_model import StepCostModel
+from seqsched.simulate.fit import nnls_relative
 
 KIND = "vllm-step"
 _TERMS = ("a", "t", "s", "c", "p")
@@ -91,7 +92,7 @@ class ContinuousCost:
             raise ValueError(f"need at least {len(_TERMS)} timed steps to fit, got {len(steps)}")
         x = np.array([s.shape.row() for s in steps])
         y = np.array([s.seconds for s in steps])
-        a, t, s, c, p = _nnls_relative(x, y, relative)
+        a, t, s, c, p = nnls_relative(x, y, relative)
         return cls(a, t, s, c, p, provenance=dict(provenance or {}))
 
     def relative_errors(self, steps: Sequence[TimedStep]) -> list[float]:
@@ -152,7 +153,7 @@ BUILTIN: dict[str, ContinuousCost] = {
             "source": "published vLLM measurements: johnmusgrave.com/p/vllm-throughput-latency-sweep-on (A100-40GB, "
             "Llama-3.1-8B, TPOT at 1 and 8 concurrent) and LambdaLabsML/vllm-benchmark results/prompt_10/"
             "1xA100-80GB-SXM/Mistral-7B-Instruct-v0.3_tp1_len2048.json (TTFT of one 1,585-token prefill); "
-            "see seqsched/engine/step_cost.py",
+            "see seqsched/simulate/step_cost.py",
         },
     ),
 }

@@ -22,8 +22,8 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from seqsched.engine.config import EngineConfig
-from seqsched.engine.cost_model import StepCostModel, StepSample
 from seqsched.engine.loading import load_model
+from seqsched.simulate.cost_model import StepCostModel, StepSample
 
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64)
 DEFAULT_CONTEXT_LENS = (16, 64, 128)

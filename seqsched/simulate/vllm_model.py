@@ -38,7 +38,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from seqsched.engine.step_cost import ContinuousCost, StepShape
+from seqsched.simulate.step_cost import ContinuousCost, StepShape
 
 SchedulingPolicy = Literal["fcfs", "priority"]
 

@@ -1,5 +1,5 @@
 """The simulated continuous-batching engine: vLLM v1's scheduler modelled
-(``engine/vllm_model.py``), driven by a stream plan, in modelled time. No torch here.
+(``simulate/vllm_model.py``), driven by a stream plan, in modelled time. No torch here.
 
 The plan's priority reaches the model as vLLM's ``priority`` (its rank in the plan's
 order), exactly as the vLLM engine passes it, so the same plan runs on both. Output
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from seqsched.engine.cost_model import StepCostModel
-from seqsched.engine.step_cost import ContinuousCost, load_step_cost
 from seqsched.engine.stream import StepOutput, StreamEngine, StreamRun
-from seqsched.engine.trace import SIMULATED_TOKEN, require_target_lengths
-from seqsched.engine.vllm_model import SchedulerLimits, SchedulerModel, SimRequest
 from seqsched.request import Request
 from seqsched.schedule import StreamPlan
+from seqsched.simulate.cost_model import StepCostModel
+from seqsched.simulate.step_cost import ContinuousCost, load_step_cost
+from seqsched.simulate.trace import SIMULATED_TOKEN, require_target_lengths
+from seqsched.simulate.vllm_model import SchedulerLimits, SchedulerModel, SimRequest
 
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192  # vLLM's offline default on an A100-class GPU
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqsched.engine.simulate_online import LatencySummary, OnlineRequest, simulate_server
-from seqsched.engine.step_cost import ContinuousCost
-from seqsched.engine.vllm_model import SchedulerLimits
+from seqsched.simulate.server import LatencySummary, OnlineRequest, simulate_server
+from seqsched.simulate.step_cost import ContinuousCost
+from seqsched.simulate.vllm_model import SchedulerLimits
 
 TERMS = ("a", "s")
 

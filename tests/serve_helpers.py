@@ -1,7 +1,7 @@
 """A fake OpenAI upstream and a way to run ASGI apps on loopback, for the server's tests.
 
 The fake answers by what the prompt says: ``slow`` waits before answering, ``hold`` waits
-until the test opens ``gate``, ``die`` ends
+until the test opens ``gate``, ``wait:KEY`` until the test adds KEY to ``released``, ``die`` ends
 its stream after two chunks without closing it properly, ``fail`` answers 500, ``tokens
 N`` streams N tokens (``N`` also sets ``usage.completion_tokens``). It records each
 request it was sent (the body, in arrival order) and each stream its client closed."""
@@ -37,6 +37,7 @@ class FakeUpstream:
     finished: list[str] = field(default_factory=list)  # prompts answered in full
     aborted: list[str] = field(default_factory=list)  # prompts whose stream the client closed
     gate: threading.Event = field(default_factory=threading.Event)  # a ``hold`` prompt waits for it
+    released: set[str] = field(default_factory=set)  # a ``wait:KEY`` prompt waits for its KEY here
 
     def app(self) -> Starlette:
         async def models(request: Request) -> Response:
@@ -64,7 +65,10 @@ class FakeUpstream:
     async def _answer(self, request: Request, chat: bool) -> Response:
         body = await request.json()
         if self.reject_priority and "priority" in body:
-            return JSONResponse({"error": {"message": "priority is not supported with the fcfs policy"}}, 400)
+            message = (
+                f"Got priority {body['priority']} but Priority scheduling is not enabled."  # an older vLLM's words
+            )
+            return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, 400)
         self.received.append(body)
         text = body["messages"][-1]["content"] if chat else body["prompt"]
         n = int(text.split("tokens ")[1].split()[0]) if "tokens " in text else 3
@@ -75,6 +79,9 @@ class FakeUpstream:
             await asyncio.sleep(3)
         while "hold" in text and not self.gate.is_set():
             await asyncio.sleep(0.01)
+        key = text.split("wait:")[1].split()[0] if "wait:" in text else None
+        while key is not None and key not in self.released:
+            await asyncio.sleep(0.005)
         if not body.get("stream"):
             await asyncio.sleep(n * self.seconds_per_token)
             self.finished.append(text)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqsched.schedule.ledger import SlotLedger
 from seqsched.schedule.queue import WaitingQueue, bounded_order
 from seqsched.schedule.route import Router
 from seqsched.schedule.stream import bounded_sort
@@ -103,39 +104,74 @@ def test_no_request_is_overtaken_more_than_max_bypass_times(ops: list[object], b
         assert len(overtakers) <= bound
 
 
+def _take(ledger: SlotLedger, router: Router, number: int, predicted: int, **how: object) -> int | None:
+    upstream = router.pick(ledger, **how)  # type: ignore[arg-type]
+    if upstream is not None:
+        ledger.take(number, upstream, "interactive", predicted)
+    return upstream
+
+
 def test_least_work_routes_to_the_upstream_with_the_least_predicted_tokens_left() -> None:
-    router = Router([2, 2])
-    assert router.assign(1, 100) == 0
-    assert router.assign(2, 10) == 1  # upstream 0 has 100 tokens to go
-    assert router.assign(3, 10) == 1  # 10 against 100
-    assert router.assign(4, 10) == 0  # upstream 1 is full
-    assert router.assign(5, 10) is None
-    router.progress(1, 95)  # upstream 0: 5 + 10 left
-    router.release(2)
-    router.release(4)  # upstream 0: 5 left, upstream 1: 10 left
-    assert router.assign(6, 50) == 0
+    ledger, router = SlotLedger([2, 2]), Router()
+    assert _take(ledger, router, 1, 100) == 0
+    assert _take(ledger, router, 2, 10) == 1  # upstream 0 has 100 tokens to go
+    assert _take(ledger, router, 3, 10) == 1  # 10 against 100
+    assert _take(ledger, router, 4, 10) == 0  # upstream 1 is full
+    assert _take(ledger, router, 5, 10) is None
+    ledger.progress(1, 95)  # upstream 0: 5 + 10 left
+    ledger.give_back(2)
+    ledger.give_back(4)  # upstream 0: 5 left, upstream 1: 10 left
+    assert _take(ledger, router, 6, 50) == 0
 
 
 def test_round_robin_takes_turns_among_free_upstreams() -> None:
-    router = Router([1, 5, 5], routing="round-robin")
-    assert [router.assign(i, 10) for i in range(5)] == [0, 1, 2, 1, 2]
-    router.release(0)
-    assert router.assign(9, 10) == 0
+    ledger, router = SlotLedger([1, 5, 5]), Router("round-robin")
+    assert [_take(ledger, router, i, 10) for i in range(5)] == [0, 1, 2, 1, 2]
+    ledger.give_back(0)
+    assert _take(ledger, router, 9, 10) == 0
 
 
-def test_a_request_past_its_prediction_still_counts_and_exclusions_hold() -> None:
-    router = Router([4, 4])
-    router.assign(1, 10)
-    router.progress(1, 50)  # outran its prediction
-    assert router.work(0) == 1
-    assert router.assign(2, 10, exclude=frozenset({1})) == 0
-    assert router.assign(3, 10, exclude=frozenset({0, 1})) is None
+def test_a_request_past_its_prediction_still_counts_and_exclusions_hold_while_another_will_do() -> None:
+    ledger, router = SlotLedger([4, 4]), Router()
+    _take(ledger, router, 1, 10)
+    ledger.progress(1, 50)  # outran its prediction
+    assert ledger.work(0) == 1
+    assert _take(ledger, router, 2, 10, exclude=frozenset({0})) == 1
+    assert _take(ledger, router, 3, 1, exclude=frozenset({1})) == 0
+    # every free upstream failed it once: one is tried again rather than none
+    assert router.pick(ledger, exclude=frozenset({0, 1})) in (0, 1)
 
 
-def test_the_router_refuses_bad_settings() -> None:
+def test_headroom_keeps_free_slots_out_of_reach() -> None:
+    ledger, router = SlotLedger([3, 2]), Router()
+    assert router.pick(ledger, headroom=2) == 0
+    ledger.take(7, 0, "batch", 5)
+    assert router.pick(ledger, headroom=2) is None
+    assert router.pick(ledger, headroom=1) == 1  # both have two free: the one with no work
+
+
+def test_the_ledger_gives_a_slot_back_once() -> None:
+    ledger = SlotLedger([1])
+    ledger.take(1, 0, "batch", 5)
+    assert ledger.running(lane="batch") == 1 and ledger.free_slots() == 0
+    assert ledger.give_back(1) is not None
+    assert ledger.give_back(1) is None
+    assert ledger.free_slots() == 1 and ledger.running(lane="batch") == 0
+
+
+def test_the_router_and_ledger_refuse_bad_settings() -> None:
     with pytest.raises(ValueError, match="at least one upstream"):
-        Router([])
+        SlotLedger([])
     with pytest.raises(ValueError, match="at least one slot"):
-        Router([0])
+        SlotLedger([0])
     with pytest.raises(ValueError, match="routing \\('random'\\)"):
-        Router([1], routing="random")  # type: ignore[arg-type]
+        Router("random")  # type: ignore[arg-type]
+
+
+def test_a_request_put_back_goes_first_and_does_not_count_as_overtaking() -> None:
+    queue = _filled("sjf", [100, 1, 1, 1], max_bypass=2)
+    assert queue.pop().item == "r1"  # type: ignore[union-attr]
+    queue.push_front("back", 50)
+    assert len(queue) == 4
+    # r0 was overtaken once (by r1); the put-back one does not overtake it again
+    assert _drain(queue) == ["back", "r2", "r0", "r3"]

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from seqsched.serve.app import build_app, discover
+from seqsched.serve.app import build_app
 from seqsched.serve.config import ServeConfig
 from tests.serve_helpers import FakeUpstream, free_port, running
 
@@ -34,7 +34,7 @@ def _serving(*fakes: FakeUpstream | str, **options: Any) -> Iterator[str]:
     """seqsched in front of the fakes (or of plain URLs: nothing there); yield its URL."""
     with _upstream_urls(list(fakes)) as urls:
         config = ServeConfig(upstreams=tuple(urls), **options)
-        app = build_app(config, _predict, asyncio.run(discover(config)))
+        app = build_app(config, _predict)
         with running(app) as url:
             yield url
 

@@ -5,7 +5,6 @@ skipping."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -27,7 +26,7 @@ else:
 
 from openai import BadRequestError, OpenAI
 
-from seqsched.serve.app import build_app, discover
+from seqsched.serve.app import build_app
 from seqsched.serve.config import ServeConfig
 from tests.serve_helpers import free_port, running
 
@@ -127,7 +126,7 @@ def test_with_one_slot_a_burst_finishes_in_predicted_order(served: Served, tmp_p
     predicted = {f"Say {w}.": n for w, n in [("yes", 40), ("no", 10), ("maybe", 30), ("ok", 20), ("fine", 50)]}
     trace = tmp_path / "order.jsonl"
     config = ServeConfig(upstreams=(served.vllm_url,), max_inflight=1, policy="sjf", trace_path=trace)
-    app = build_app(config, lambda text, _: predicted.get(text, 1000), asyncio.run(discover(config)))
+    app = build_app(config, lambda text, _: predicted.get(text, 1000))
     with running(app) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from seqsched.cli import main
-from seqsched.simulate.server import FrontQueue, LatencySummary, OnlineRequest, Served, simulate_server
+from seqsched.simulate.server import LatencySummary, OnlineRequest, Served, front_queue, simulate_server
 from seqsched.simulate.step_cost import ContinuousCost
 from seqsched.simulate.vllm_model import SchedulerLimits
 
@@ -37,10 +37,11 @@ def test_requests_queue_when_slots_are_full() -> None:
 def test_seqsched_in_front_runs_short_predictions_first_within_max_inflight() -> None:
     lengths = [40, 2, 30, 3, 1]
     load = [OnlineRequest(4, n, arrival=0.0, predicted_len=n) for n in lengths]
-    fcfs = simulate_server(load, LIMITS, UNIT)
-    sjf = simulate_server(load, LIMITS, UNIT, FrontQueue("sjf", max_inflight=1))
-    # one at a time, shortest first: 1, 2, 3, 30, 40 tokens back to back
-    assert [sjf[i].finished for i in (4, 1, 3, 2, 0)] == [1.0, 3.0, 6.0, 36.0, 76.0]
+    fcfs = simulate_server(load, LIMITS, UNIT, front_queue("fcfs", max_inflight=1))
+    sjf = simulate_server(load, LIMITS, UNIT, front_queue("sjf", max_inflight=1))
+    # one at a time: the first takes the free slot as it arrives (the door decides at each
+    # arrival, as the server does); the rest wait and go shortest first: 1, 2, 3, 30 tokens
+    assert [sjf[i].finished for i in (0, 4, 1, 3, 2)] == [40.0, 41.0, 43.0, 46.0, 76.0]
     assert LatencySummary.of(sjf).e2e_mean < LatencySummary.of(fcfs).e2e_mean
     assert sum(s.output_tokens for s in sjf) == sum(lengths)
 
@@ -49,8 +50,8 @@ def test_the_aging_bound_lets_an_old_long_request_through() -> None:
     # a long request waits while short ones keep arriving; max_bypass 2 lets it in after two.
     load = [OnlineRequest(4, 50, arrival=0.5, predicted_len=50)]
     load += [OnlineRequest(4, 2, arrival=float(i), predicted_len=2) for i in range(7)]
-    unbounded = simulate_server(load, LIMITS, UNIT, FrontQueue("sjf", max_bypass=None, max_inflight=1))
-    bounded = simulate_server(load, LIMITS, UNIT, FrontQueue("sjf", max_bypass=2, max_inflight=1))
+    unbounded = simulate_server(load, LIMITS, UNIT, front_queue("sjf", max_bypass=None, max_inflight=1))
+    bounded = simulate_server(load, LIMITS, UNIT, front_queue("sjf", max_bypass=2, max_inflight=1))
     assert bounded[0].first_token < unbounded[0].first_token
 
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from seqsched.cli.help import HelpFormatter
-from seqsched.serve.config import DEFAULT_MAX_BYPASS, DEFAULT_MAX_INFLIGHT, ServeConfig
+from seqsched.schedule.batch_lane import BatchLaneConfig
+from seqsched.serve.config import DEFAULT_MAX_BYPASS, DEFAULT_MAX_INFLIGHT, BatchLimits, ServeConfig
 
 
 def add_parser(subparsers: Any) -> None:
@@ -65,9 +67,39 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument("--predictor", type=Path, help="a saved predictor directory (default: the shipped text proxy)")
     g.add_argument("--trace", type=Path, help="append prompt, predicted and actual length of each request (JSONL)")
+    g.add_argument("--trace-mode", type=_octal, default=0o600, help="the trace's permissions when created (octal)")
+    b = p.add_argument_group("batches: the OpenAI Files and Batches API, and the batch lane")
+    b.add_argument("--batch-dir", type=Path, help="serve /v1/files and /v1/batches, keeping them here (default: off)")
+    b.add_argument("--batch-headroom", type=int, default=0,
+                   help="free slots per upstream that batch work leaves for interactive arrivals")  # fmt: skip
+    b.add_argument("--batch-tpot-target", type=float, default=None,
+                   help="seconds per output token the interactive requests should stay under: the lane runs "
+                   "fewer batch requests while they are over it (default: no target)")  # fmt: skip
+    b.add_argument("--batch-order", choices=["auto", "sjf", "ljf", "fcfs"], default="auto",
+                   help="order of batch requests (auto: shortest first while interactive traffic is about, longest "
+                   "first when quiet)")  # fmt: skip
+    b.add_argument("--no-batch-preempt", action="store_true",
+                   help="never stop a batch request for an interactive one (default: the one with the most predicted "
+                   "work left is stopped and continued later)")  # fmt: skip
+    b.add_argument("--max-batch-file-bytes", type=int, default=200 << 20, help="larger uploads get a 413")
+    b.add_argument("--max-batch-lines", type=int, default=50_000, help="a batch with more lines is refused (400)")
+    b.add_argument("--max-active-batches", type=int, default=16, help="batches not yet ended at once (more: 429)")
     lim = p.add_argument_group("limits and timeouts")
     lim.add_argument("--max-request-bytes", type=int, default=1 << 20, help="larger bodies get a 413")
     lim.add_argument("--max-tokens-limit", type=int, default=None, help="a larger max_tokens gets a 400")
+    lim.add_argument("--header-timeout", type=float, default=30.0, help="seconds a client may take to send headers")
+    lim.add_argument("--body-timeout", type=float, default=60.0, help="seconds a client may take to send a body")
+    lim.add_argument("--stall-timeout", type=float, default=60.0,
+                     help="seconds a stream may go unread before its upstream call is closed")  # fmt: skip
+    lim.add_argument("--max-connections", type=int, default=8192, help="open client connections at once (more: 503)")
+    lim.add_argument(
+        "--api-key",
+        default=os.environ.get("SEQSCHED_API_KEY"),
+        help="clients must send 'Authorization: Bearer KEY' to /v1 (default: $SEQSCHED_API_KEY, or none)",
+    )
+    lim.add_argument("--upstream-api-key", default=os.environ.get("SEQSCHED_UPSTREAM_API_KEY"),
+                     help="the key seqsched sends upstream (default: $SEQSCHED_UPSTREAM_API_KEY, else the client's "
+                     "own Authorization header is passed on)")  # fmt: skip
     lim.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach an upstream")
     lim.add_argument("--upstream-timeout", type=float, default=600.0, help="seconds between an upstream's bytes")
     lim.add_argument("--queue-timeout", type=float, default=600.0, help="seconds a request may wait for a slot")
@@ -83,6 +115,13 @@ def add_parser(subparsers: Any) -> None:
     v.add_argument("--vllm-log", type=Path, default=None, help="vLLM's output (default: a file in the temp folder)")
     v.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for vLLM to be healthy")
     p.set_defaults(func=main)
+
+
+def _octal(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not octal permissions such as 600") from None
 
 
 def serve_config(args: argparse.Namespace, upstreams: list[str]) -> ServeConfig:
@@ -105,7 +144,22 @@ def serve_config(args: argparse.Namespace, upstreams: list[str]) -> ServeConfig:
         upstream_timeout_s=args.upstream_timeout,
         queue_timeout_s=args.queue_timeout,
         drain_timeout_s=args.drain_timeout,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        stall_timeout_s=args.stall_timeout,
+        max_connections=args.max_connections,
+        api_key=args.api_key,
+        upstream_api_key=args.upstream_api_key,
         trace_path=args.trace,
+        trace_mode=args.trace_mode,
+        batch_dir=args.batch_dir,
+        batch_limits=BatchLimits(args.max_batch_file_bytes, args.max_batch_lines, args.max_active_batches),
+        batch_lane=BatchLaneConfig(
+            headroom=args.batch_headroom,
+            tpot_target_s=args.batch_tpot_target,
+            preempt=not args.no_batch_preempt,
+            order=args.batch_order,
+        ),
     )
 
 

@@ -90,7 +90,7 @@ def parse_rates(text: str) -> list[str]:
 
 
 def run_online(args: argparse.Namespace, trace: Any, requests: list[Any]) -> int:
-    from seqsched.simulate.server import FrontQueue, LatencySummary, OnlineRequest, simulate_server
+    from seqsched.simulate.server import LatencySummary, OnlineRequest, front_queue, simulate_server
     from seqsched.simulate.step_cost import load_step_cost
     from seqsched.simulate.vllm_model import SchedulerLimits
     from seqsched.workload.arrivals import arrival_times, read_arrivals
@@ -111,7 +111,7 @@ def run_online(args: argparse.Namespace, trace: Any, requests: list[Any]) -> int
         load = [
             dataclasses.replace(b, arrival=t, predicted_len=g) for b, t, g in zip(base, times, guesses, strict=True)
         ]
-        front = None if arm.policy == "fcfs" else FrontQueue(arm.policy, args.max_bypass, args.max_inflight)  # type: ignore[arg-type]
+        front = None if arm.policy == "fcfs" else front_queue(arm.policy, args.max_bypass, args.max_inflight)
         return LatencySummary.of(simulate_server(load, limits, cost, front))
 
     capacity = run(Arm("fcfs"), [0.0] * len(base)).throughput

@@ -13,6 +13,7 @@ really produces (``actual``) is ``L_t0.0`` by default.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,12 +159,20 @@ def _json_list(text: str, path: Path) -> list[tuple[str, Any]]:
 
 
 def _jsonl(text: str, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for n, line in enumerate(text.splitlines(), start=1):
+    """The objects of a JSONL text. A last line with no newline that does not parse is a
+    write a crash cut short (a served trace is appended to while the server runs): it is
+    skipped with a warning, not an error; anywhere else a bad line is an error."""
+    lines = text.splitlines()
+    torn = bool(text) and not text.endswith("\n")
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
+            if torn and n == len(lines):
+                print(f"{path.name}:{n}: a torn last line (no newline, {len(line)} bytes) skipped", file=sys.stderr)
+                return
             raise ValueError(f"{path.name}:{n}: invalid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
             raise ValueError(f"{path.name}:{n}: a line must be a JSON object, got {type(obj).__name__}")

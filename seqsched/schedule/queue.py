@@ -17,6 +17,10 @@ the oldest waiting request and ``r`` any other waiting one, so ``w`` arrived bef
 whoever is oldest, and therefore for every waiting request. ``tests/test_queue.py``
 checks the bound on random arrivals, pops and cancellations.
 
+A request put back (``push_front``: one the front door took a slot from, to be continued)
+goes before every other, as vLLM's ``prepend_request`` does; it already had its turn, so
+the aging count is about first turns and it neither counts as overtaking nor as overtaken.
+
 The same queue, filled at once and emptied, is the offline stream plan's ``sjf`` order
 (``bounded_sort``): one rule, offline and online.
 """
@@ -24,6 +28,7 @@ The same queue, filled at once and emptied, is the offline stream plan's ``sjf``
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -61,6 +66,7 @@ class WaitingQueue(Generic[T]):
         self._popped = 0
         self._popped_before_oldest = 0
         self._waiting = 0
+        self._front: deque[Waiting[T]] = deque()  # put back: before everyone, in the order put
 
     def __len__(self) -> int:
         return self._waiting
@@ -75,8 +81,21 @@ class WaitingQueue(Generic[T]):
         self._waiting += 1
         return entry
 
+    def push_front(self, item: T, predicted_len: float = 0.0) -> Waiting[T]:
+        """Put ``item`` back before every waiting request (it was taken and given back)."""
+        entry = Waiting(-1, float(predicted_len), item)
+        self._front.append(entry)
+        self._waiting += 1
+        return entry
+
     def pop(self) -> Waiting[T] | None:
         """The next request by policy and aging, or None when nothing waits."""
+        while self._front:
+            entry = self._front.popleft()
+            if entry.state == "waiting":
+                entry.state = "popped"
+                self._waiting -= 1
+                return entry
         self._advance()
         if not self._waiting:
             return None
@@ -103,8 +122,8 @@ class WaitingQueue(Generic[T]):
         return True
 
     def waiting(self) -> Iterator[Waiting[T]]:
-        """The waiting requests, in arrival order."""
-        return (e for e in self._by_seq.values() if e.state == "waiting")
+        """The waiting requests: those put back first, then the rest in arrival order."""
+        return (e for e in (*self._front, *self._by_seq.values()) if e.state == "waiting")
 
     def _advance(self) -> None:
         """Move ``_oldest`` past requests that have left, counting the popped ones."""

@@ -1,88 +1,111 @@
-"""The dispatcher: the one place where waiting requests meet free upstream slots.
+"""The front door (``schedule/front_door.py``) on the event loop.
 
-A request takes a :class:`Ticket`, waits in the queue (``schedule/queue.py``, which
-decides the order) until the router (``schedule/route.py``, which decides where) grants
-it a slot, and gives the slot back when it is done, however it ends. The dispatcher
-itself decides nothing; it only wakes the ticket the queue names, whenever a slot frees.
-Everything runs on the event loop's thread: no locks.
+The door decides; this only applies its plans: it wakes the request a grant names and
+stops the batch request a preemption names, whenever something changes (an arrival, a
+slot given back, a client gone). An interactive request awaits its grant (``acquire``);
+a batch request waits with no coroutine at all (``submit``: a callback runs on its grant),
+so a batch of 50,000 lines costs 50,000 small records, not 50,000 tasks. Everything runs
+on the event loop's thread: no locks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
-from seqsched.schedule.queue import Waiting, WaitingQueue
-from seqsched.schedule.route import Router
+from seqsched.schedule.front_door import FrontDoor, Ticket
 
-
-@dataclass
-class Ticket:
-    """One request's place: its prediction and the times a server reports."""
-
-    request_id: str
-    predicted_len: int
-    number: int = 0  # the dispatcher's own id for it
-    arrived_at: float = field(default_factory=time.perf_counter)
-    granted_at: float | None = None
-    upstream: int | None = None
-    exclude: frozenset[int] = frozenset()  # upstreams that already failed it
-    _granted: asyncio.Future[int] | None = None
-    _entry: Waiting[Ticket] | None = None
-
-    @property
-    def queue_seconds(self) -> float:
-        return (self.granted_at or time.perf_counter()) - self.arrived_at
+OnGrant = Callable[[int], None]  # called with the lease
 
 
 class Dispatcher:
-    def __init__(self, queue: WaitingQueue[Ticket], router: Router) -> None:
-        self.queue = queue
-        self.router = router
-        self._numbers = itertools.count()
+    def __init__(self, door: FrontDoor, clock: Callable[[], float] = time.monotonic) -> None:
+        self.door = door
+        self.clock = clock
+        self._on_grant: dict[Ticket, OnGrant] = {}
+        self._on_preempt: dict[Ticket, Callable[[], None]] = {}
+        self._pumping = False
+        self._again = False
 
     @property
     def num_waiting(self) -> int:
-        return len(self.queue)
+        return self.door.num_waiting
 
     async def acquire(self, ticket: Ticket, timeout: float | None = None) -> int:
-        """Wait for a slot; return the upstream's index. On cancellation (the client left)
-        or timeout the ticket leaves the queue, or gives back a slot granted meanwhile."""
-        ticket.number = next(self._numbers)
-        ticket._granted = asyncio.get_running_loop().create_future()
-        ticket._entry = self.queue.push(ticket, ticket.predicted_len)
-        self._pump()
+        """Wait for a slot; return its lease. On cancellation (the client left) or timeout
+        the ticket leaves the queue, or gives back a slot granted meanwhile."""
+        granted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_grant(lease: int) -> None:
+            if not granted.done():
+                granted.set_result(lease)
+
+        self._on_grant[ticket] = on_grant
+        self.door.arrive(ticket, self.clock())
+        self.pump()
         try:
-            return await asyncio.wait_for(asyncio.shield(ticket._granted), timeout)
+            return await asyncio.wait_for(granted, timeout)
         except BaseException:
-            if not self.queue.remove(ticket._entry):  # granted meanwhile: give the slot back
-                self.release(ticket)
+            self._on_grant.pop(ticket, None)
+            if not self.door.leave(ticket):  # granted meanwhile: give the slot back
+                self.release(ticket.lease)
             raise
 
-    def release(self, ticket: Ticket) -> None:
-        """The request is done with its slot (finished, failed, or its client left)."""
-        if ticket.upstream is not None:
-            self.router.release(ticket.number)
-            ticket.upstream = None
-        self._pump()
+    def submit(self, ticket: Ticket, on_grant: OnGrant, on_preempt: Callable[[], None]) -> None:
+        """Queue a batch ticket; ``on_grant(lease)`` runs when it gets a slot, ``on_preempt()``
+        when the door takes the slot back (the ticket then waits again, with the same
+        callbacks, until it is granted again or withdrawn)."""
+        self._on_grant[ticket] = on_grant
+        self._on_preempt[ticket] = on_preempt
+        self.door.arrive(ticket, self.clock())
+        self.pump()
 
-    def progress(self, ticket: Ticket, num_generated: int) -> None:
-        self.router.progress(ticket.number, num_generated)
+    def resubmit(self, ticket: Ticket) -> None:
+        """A batch ticket that ended its call without finishing (an upstream fault) waits again."""
+        self.door.arrive(ticket, self.clock())
+        self.pump()
 
-    def _pump(self) -> None:
-        """Grant free slots to waiting tickets, in the queue's order."""
-        while self.router.has_free_slot:
-            entry = self.queue.pop()
-            if entry is None:
-                return
-            ticket = entry.item
-            upstream = self.router.assign(ticket.number, ticket.predicted_len, ticket.exclude)
-            if upstream is None:  # only upstreams that failed it are free: try one anyway
-                upstream = self.router.assign(ticket.number, ticket.predicted_len)
-            assert upstream is not None
-            ticket.upstream = upstream
-            ticket.granted_at = time.perf_counter()
-            assert ticket._granted is not None
-            ticket._granted.set_result(upstream)
+    def withdraw(self, ticket: Ticket) -> None:
+        """A batch ticket is done, or its batch cancelled: forget it, give back its slot."""
+        self._on_grant.pop(ticket, None)
+        self._on_preempt.pop(ticket, None)
+        self.door.leave(ticket)
+        self.release(ticket.lease)
+
+    def release(self, lease: int | None) -> None:
+        """The slot of ``lease`` is free (idempotent: a second release does nothing)."""
+        if self.door.release(lease):
+            self.pump()
+
+    def progress(self, ticket: Ticket, generated: int) -> None:
+        self.door.progress(ticket, generated)
+
+    def observe_interactive(self, tpot_s: float) -> None:
+        self.door.observe_interactive(tpot_s)
+
+    def pump(self) -> None:
+        """Apply the door's decisions until it has none (a callback may release or submit:
+        that asks for another round rather than a nested one)."""
+        if self._pumping:
+            self._again = True
+            return
+        self._pumping = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                plan = self.door.schedule(self.clock())
+                for ticket in plan.preempted:
+                    self._on_preempt[ticket]()
+                for ticket, _ in plan.grants:
+                    on_grant = self._on_grant.get(ticket)
+                    if ticket.lane == "interactive":
+                        self._on_grant.pop(ticket, None)
+                    if on_grant is None:  # withdrawn between its arrival and now
+                        self.door.release(ticket.lease)
+                        self._again = True
+                    else:
+                        on_grant(ticket.lease)  # type: ignore[arg-type]
+        finally:
+            self._pumping = False

@@ -39,16 +39,32 @@ class ParsedRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool  # the client asked for the usage chunk of a stream
+    encoded: bytes = b"{}"  # the body as sent upstream (compact JSON, UTF-8), without ``priority``
+
+    def with_priority(self, priority: int) -> bytes:
+        """The body with vLLM's ``priority`` first (seqsched's; a client's own was dropped)."""
+        head = b'{"priority":%d' % priority
+        return head + b"}" if self.encoded == b"{}" else head + b"," + self.encoded[1:]
 
 
 def parse_body(raw: bytes, endpoint: Endpoint, max_tokens_limit: int | None = None) -> ParsedRequest:
-    """Parse and check a request body; an ApiError names the field and its value."""
+    """Parse and check a request body; an ApiError names the field and its value. A body
+    that parses but that JSON cannot carry on (NaN, Infinity, a number out of range, a
+    lone surrogate) is refused here, not turned into a server error later."""
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"the request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply to be valid input") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4,300 digits
+        if "integer string conversion" in str(e):
+            raise ApiError(
+                400, "the request body holds an integer too long to be valid input (over 4300 digits)"
+            ) from None
+        raise ApiError(400, f"the request body is not valid JSON: {_short(e)}") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}")
+    body.pop("priority", None)  # seqsched sends its own (``with_priority``)
+    encoded = encode_body(body)
     text = _chat_text(body) if endpoint == "chat" else _prompt_text(body)
     max_tokens = _max_tokens(body, endpoint, max_tokens_limit)
     stream = body.get("stream", False)
@@ -58,7 +74,30 @@ def parse_body(raw: bytes, endpoint: Endpoint, max_tokens_limit: int | None = No
     if options is not None and not isinstance(options, dict):
         raise ApiError(400, f"'stream_options' must be an object, got {json.dumps(options)}", "stream_options")
     include_usage = bool(options and options.get("include_usage"))
-    return ParsedRequest(body, text, max_tokens, stream, include_usage)
+    return ParsedRequest(body, text, max_tokens, stream, include_usage, encoded)
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, or a 400 naming what cannot be encoded."""
+    try:
+        return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply to be valid input") from None
+    except UnicodeEncodeError as e:
+        bad = e.object[e.start : e.end] if isinstance(e.object, str) else ""
+        shown = "".join(f"\\u{ord(c):04x}" for c in bad)
+        raise ApiError(
+            400, f"the request body holds text that is not valid Unicode ({shown}: a lone surrogate)"
+        ) from None
+    except ValueError as e:
+        raise ApiError(
+            400, f"the request body holds a number JSON cannot carry (NaN, Infinity or out of range): {e}"
+        ) from None
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _chat_text(body: dict[str, Any]) -> str:

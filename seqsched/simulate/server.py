@@ -1,13 +1,18 @@
-"""A server under load, simulated: requests arrive over time, wait in a queue, run on
+"""A server under load, simulated: requests arrive over time, pass the front door, run on
 the modelled vLLM scheduler (``simulate/vllm_model.py``). No torch here.
 
-Two shapes of server, as benchmarks/serve_latency.py measures them:
-- plain vLLM's server: every request goes straight into vLLM's waiting queue
-  (``fcfs``), which runs up to ``max_num_seqs`` at once;
-- seqsched serve in front of vLLM: requests wait in seqsched's own queue
-  (``schedule/queue.py``: ``sjf`` or ``ljf`` by predicted length, with the aging bound),
-  which forwards one whenever fewer than ``max_inflight`` are at vLLM, with the
-  prediction as vLLM's ``priority`` (vLLM running the priority policy).
+The shapes of server, as benchmarks/serve_latency.py and benchmarks/mixed_traffic.py
+measure them:
+- plain vLLM's server: every request goes straight into vLLM's waiting queue (``fcfs``,
+  or ``priority`` with each request's own ``priority``), which runs up to
+  ``max_num_seqs`` at once;
+- seqsched serve in front of vLLM: requests pass the **same** front door object the
+  server uses (``schedule/front_door.py``): interactive ones in its queue by predicted
+  length with the aging bound, batch ones in the batch lane after them, forwarded while
+  fewer than ``max_inflight`` are at vLLM, with the prediction as vLLM's ``priority``.
+  A batch request the door preempts is aborted in vLLM and later continued as a new
+  request whose prompt is its prompt and the tokens it had (vLLM's prefix cache keeps
+  their blocks), as ``seqsched serve`` continues it from token ids.
 Latency figures are the ones vLLM's benchmark client reports: end-to-end (arrival to
 last token), time to first token, time per output token after the first, and
 end-to-end per output token; throughput is completed requests over the time from the
@@ -19,30 +24,43 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from seqsched.schedule.config import Policy
-from seqsched.schedule.queue import WaitingQueue
+from seqsched.schedule.front_door import DoorConfig, FrontDoor, Ticket
+from seqsched.schedule.ledger import LANES, Lane
 from seqsched.simulate.step_cost import ContinuousCost
 from seqsched.simulate.vllm_model import SchedulerLimits, SchedulerModel, SimRequest
 
 
 @dataclass(frozen=True)
 class OnlineRequest:
+    """One arrival. ``priority``: vLLM's priority when it goes straight to vLLM (None: its
+    arrival time, which is fcfs); ``group``: its batch, for the batch lane."""
+
     prompt_tokens: int
     output_tokens: int
     arrival: float
     predicted_len: float = 0.0
+    lane: Lane = "interactive"
+    priority: float | None = None
+    group: int = 0
 
 
 @dataclass(frozen=True)
-class FrontQueue:
-    """seqsched serve's queue in front of vLLM; ``max_inflight`` None: vLLM's max_num_seqs."""
+class SimFront:
+    """seqsched serve in front of vLLM: the front door's ``door`` config, ``max_inflight``
+    (None: vLLM's max_num_seqs), whether the prediction goes to vLLM as its priority, and
+    which ``lanes`` pass the door (a request of another lane goes straight to vLLM)."""
 
-    policy: Policy = "sjf"
-    max_bypass: int | None = None
+    door: DoorConfig = field(default_factory=DoorConfig)
     max_inflight: int | None = None
     send_priority: bool = True
+    lanes: tuple[Lane, ...] = LANES
+
+
+def front_queue(policy: str = "sjf", max_bypass: int | None = None, max_inflight: int | None = None) -> SimFront:
+    """The interactive front door alone, as ``seqsched serve`` runs without batches."""
+    return SimFront(DoorConfig(policy=policy, max_bypass=max_bypass), max_inflight)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,8 @@ class Served:
     finished: float
     output_tokens: int
     num_preemptions: int
+    lane: Lane = "interactive"
+    num_recomputed: int = 0  # tokens prefilled again after a preemption (vLLM's or the door's)
 
     @property
     def e2e(self) -> float:
@@ -66,48 +86,133 @@ def simulate_server(
     requests: Sequence[OnlineRequest],
     limits: SchedulerLimits,
     cost: ContinuousCost,
-    front: FrontQueue | None = None,
+    front: SimFront | None = None,
+    decisions: list[tuple[str, str, int | None]] | None = None,
 ) -> list[Served]:
-    """Run the arrivals through the server; one :class:`Served` per request, in input order."""
-    order = sorted(range(len(requests)), key=lambda i: requests[i].arrival)
-    policy = "priority" if front is not None and front.send_priority else limits.policy
-    model = SchedulerModel(dataclasses.replace(limits, policy=policy), cost)
-    queue: WaitingQueue[int] | None = None
-    max_inflight = limits.max_num_seqs
-    if front is not None:
-        queue = WaitingQueue(front.policy, front.max_bypass)
-        max_inflight = front.max_inflight or limits.max_num_seqs
-    sims: dict[int, SimRequest] = {}
-    inflight = next_arrival = 0
-
-    def forward(i: int) -> None:
-        r = requests[i]
-        priority = r.predicted_len if front is not None and front.send_priority else r.arrival
-        sims[i] = SimRequest(i, r.prompt_tokens, r.output_tokens, priority=priority, arrival=r.arrival)
-        model.add(sims[i])
-
-    while next_arrival < len(order) or model.has_unfinished() or (queue is not None and len(queue)):
-        while next_arrival < len(order) and requests[order[next_arrival]].arrival <= model.clock:
-            i = order[next_arrival]
-            next_arrival += 1
-            if queue is None:
-                forward(i)
-            else:
-                queue.push(i, requests[i].predicted_len)
-        while queue is not None and inflight < max_inflight and (entry := queue.pop()) is not None:
-            forward(entry.item)
-            inflight += 1
-        if not model.has_unfinished():
-            model.clock = max(model.clock, requests[order[next_arrival]].arrival)  # idle until the next one
-            continue
-        record = model.step()
-        inflight -= len(record.finished)
-    return [_served(sims[i]) for i in range(len(requests))]
+    """Run the arrivals through the server; one :class:`Served` per request, in input order.
+    ``decisions``, when given, receives the front door's decisions as they are made."""
+    return _Server(requests, limits, cost, front, decisions).run()
 
 
-def _served(r: SimRequest) -> Served:
-    assert r.first_token_at is not None and r.finished_at is not None
-    return Served(r.arrival, r.first_token_at, r.finished_at, r.generated, r.num_preemptions)
+class _Server:
+    def __init__(
+        self,
+        requests: Sequence[OnlineRequest],
+        limits: SchedulerLimits,
+        cost: ContinuousCost,
+        front: SimFront | None,
+        decisions: list[tuple[str, str, int | None]] | None,
+    ) -> None:
+        self.requests = requests
+        self.front = front
+        policy = "priority" if front is not None and front.send_priority else limits.policy
+        self.model = SchedulerModel(dataclasses.replace(limits, policy=policy), cost)
+        self.door: FrontDoor | None = None
+        if front is not None:
+            self.door = FrontDoor(front.door, [front.max_inflight or limits.max_num_seqs])
+            self.door.decisions = decisions
+        self.runs: list[list[SimRequest]] = [[] for _ in requests]  # each request's runs at vLLM
+        self.base = [0] * len(requests)  # tokens a request had when its current run began
+        self.tickets: dict[int, Ticket] = {}  # request -> its ticket at the door
+        self.owner: dict[int, int] = {}  # a run's rid -> its request
+
+    def run(self) -> list[Served]:
+        """Events in time order, as the server meets them: each arrival, and each request
+        a step finishes, is decided on at once (the door runs between vLLM's steps); a
+        request forwarded while a step runs joins vLLM's queue for the next."""
+        self.order = sorted(range(len(self.requests)), key=lambda i: self.requests[i].arrival)
+        model, door, self.nxt = self.model, self.door, 0
+        while self.nxt < len(self.order) or model.has_unfinished() or (door is not None and door.num_waiting):
+            self._arrivals_until(model.clock)
+            if not model.has_unfinished():
+                self._idle(door)
+                continue
+            finished = model.step().finished
+            self._arrivals_until(model.clock)  # they came while the step ran: before its outputs
+            for sim in finished:
+                self._finished(sim)
+        return [self._served(i) for i in range(len(self.requests))]
+
+    def _arrivals_until(self, clock: float) -> None:
+        while self.nxt < len(self.order) and self.requests[self.order[self.nxt]].arrival <= clock:
+            self._arrive(self.order[self.nxt])
+            self.nxt += 1
+
+    def _idle(self, door: FrontDoor | None) -> None:
+        """Nothing runs: wait for the next arrival (or, with batch work held back, for the
+        governor's next interval)."""
+        upcoming = self.requests[self.order[self.nxt]].arrival if self.nxt < len(self.order) else None
+        if door is not None and door.num_waiting:
+            later = self.model.clock + door.config.batch.adapt_interval_s
+            self.model.clock = later if upcoming is None else min(upcoming, later)
+            self._decide(door, self.model.clock)
+            return
+        assert upcoming is not None, "requests wait with every slot free"
+        self.model.clock = max(self.model.clock, upcoming)
+
+    def _arrive(self, i: int) -> None:
+        r = self.requests[i]
+        if self.door is None or self.front is None or r.lane not in self.front.lanes:
+            self._forward(i, r.priority if r.priority is not None else r.arrival)
+            return
+        ticket = Ticket(str(i), max(1, round(r.predicted_len)), lane=r.lane, group=r.group)
+        self.tickets[i] = ticket
+        now = max(r.arrival, 0.0)
+        self.door.arrive(ticket, now)
+        self._decide(self.door, now)
+
+    def _decide(self, door: FrontDoor, now: float) -> None:
+        if door.wants_progress():  # the victim is chosen by work left: bring it up to date
+            for ticket in door.running("batch"):
+                i = int(ticket.request_id)
+                door.progress(ticket, self.base[i] + self.model.generated(self.runs[i][-1]))
+        plan = door.schedule(now)
+        for ticket in plan.preempted:
+            i = int(ticket.request_id)
+            door.progress(ticket, self.base[i] + self.model.abort(self.runs[i][-1]))
+        for ticket, _ in plan.grants:
+            i = int(ticket.request_id)
+            priority = self.requests[i].predicted_len if self.front is not None and self.front.send_priority else None
+            self._forward(i, priority, ticket.generated)
+
+    def _forward(self, i: int, priority: float | None, generated: int = 0) -> None:
+        """Send request ``i`` to vLLM; a continuation carries the ``generated`` tokens it has."""
+        r, runs = self.requests[i], self.runs[i]
+        rid = i if not runs else len(self.requests) + len(self.owner)
+        sim = SimRequest(rid, r.prompt_tokens + generated, r.output_tokens - generated, arrival=r.arrival,
+                         priority=priority if priority is not None else r.arrival)  # fmt: skip
+        if runs:  # vLLM's prefix cache still holds the blocks the last run computed
+            sim.cached_blocks, sim.cache_stamp = runs[-1].cached_blocks, runs[-1].cache_stamp
+        runs.append(sim)
+        self.owner[rid] = i
+        self.base[i] = generated
+        self.model.add(sim)
+
+    def _finished(self, sim: SimRequest) -> None:
+        i = self.owner[sim.rid]
+        ticket = self.tickets.get(i)
+        if self.door is None or ticket is None:
+            return  # it went straight to vLLM
+        if ticket.lane == "interactive" and sim.generated > 1:
+            assert sim.first_token_at is not None and sim.finished_at is not None
+            self.door.observe_interactive((sim.finished_at - sim.first_token_at) / (sim.generated - 1))
+        self.door.release(ticket.lease)
+        self._decide(self.door, self.model.clock)
+
+    def _served(self, i: int) -> Served:
+        runs = self.runs[i]
+        last = runs[-1]
+        firsts = [r.first_token_at for r in runs if r.first_token_at is not None]
+        assert firsts and last.finished_at is not None, f"request {i} did not finish"
+        return Served(
+            arrival=self.requests[i].arrival,
+            first_token=min(firsts),
+            finished=last.finished_at,
+            output_tokens=self.base[i] + last.generated,
+            num_preemptions=sum(r.num_preemptions for r in runs) + len(runs) - 1,
+            lane=self.requests[i].lane,
+            num_recomputed=sum(r.prompt - r.cache_hit_tokens for r in runs[1:]),
+        )
 
 
 @dataclass(frozen=True)

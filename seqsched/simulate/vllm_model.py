@@ -104,12 +104,13 @@ class SimRequest:
     cache_stamp: int = 0  # ... which survive until this many blocks have been allocated
     offset: int = 0  # while decoding
     gen_offset: int = 0  # while decoding: generated = gen_offset + tick
-    state: str = "new"  # new | waiting | prefill | decode | done
+    state: str = "new"  # new | waiting | prefill | decode | done | aborted
     version: int = 0  # bumped when it leaves decoding, so stale heap entries are skipped
     scheduled_at: float | None = None
     first_token_at: float | None = None
     finished_at: float | None = None
     num_preemptions: int = 0
+    cache_hit_tokens: int = 0  # prompt tokens found in the prefix cache at admission
 
     @property
     def num_tokens(self) -> int:
@@ -171,7 +172,23 @@ class SchedulerModel:
 
     @property
     def num_waiting(self) -> int:
+        self._drop_aborted()
         return len(self._waiting_heap) + len(self._waiting_fifo)
+
+    def abort(self, r: SimRequest) -> int:
+        """Take ``r`` out wherever it is (its client went, or the front door stopped it);
+        return the tokens it generated. Its full blocks stay in the prefix cache
+        (``cached_blocks``), as vLLM keeps a finished request's, for a continuation that
+        starts with the same tokens."""
+        if r.state in ("prefill", "decode"):
+            self._leave_cached(r)
+        r.state = "aborted"
+        return r.generated
+
+    def generated(self, r: SimRequest) -> int:
+        """Tokens ``r`` has generated so far."""
+        self._materialise(r)
+        return r.generated
 
     @property
     def num_running(self) -> int:
@@ -332,34 +349,44 @@ class SchedulerModel:
         record.finished.append(r)
 
     def _preempt(self, r: SimRequest) -> None:
-        held = self._held_blocks(r)
-        free_before = self._free_blocks() if self.limits.num_blocks is not None else 0
-        self._leave(r)
-        # vLLM frees a request's blocks tail first onto the free queue's end and allocates
-        # from its head: its full blocks stay cached until that many more are allocated.
-        r.cached_blocks = r.computed // self.limits.block_size if self.limits.prefix_caching else 0
-        r.cache_stamp = self._allocated + free_before + held
+        self._leave_cached(r)
         r.computed = 0
         r.state = "waiting"
         r.num_preemptions += 1
         self.num_preemptions += 1
         self._enqueue(r, front=True)
 
+    def _leave_cached(self, r: SimRequest) -> None:
+        """Out of the running set; vLLM frees a request's blocks tail first onto the free
+        queue's end and allocates from its head: its full blocks stay cached until that
+        many more are allocated."""
+        held = self._held_blocks(r)
+        free_before = self._free_blocks() if self.limits.num_blocks is not None else 0
+        self._leave(r)
+        r.cached_blocks = r.computed // self.limits.block_size if self.limits.prefix_caching else 0
+        r.cache_stamp = self._allocated + free_before + held
+
     def _take_cached(self, r: SimRequest) -> int:
         """A preempted request's blocks still in the prefix cache, taken back (at least its
         last token is always recomputed, as vLLM does)."""
-        if not r.cached_blocks or self.limits.num_blocks is None:
+        if not r.cached_blocks:
             return 0
+        if self.limits.num_blocks is None:  # an unbounded cache evicts nothing
+            hit = min(r.cached_blocks, (r.num_tokens - 1) // self.limits.block_size)
+            r.computed = r.cache_hit_tokens = hit * self.limits.block_size
+            return hit
         survive = max(0, min(r.cached_blocks, r.cache_stamp - self._allocated))
         hit = min(survive, (r.num_tokens - 1) // self.limits.block_size)
         r.computed = hit * self.limits.block_size
+        r.cache_hit_tokens = r.computed
         r.blocks = hit
         self._used_blocks += hit
         return hit
 
     def _return_cached(self, r: SimRequest, hit: int) -> None:
         r.computed = r.blocks = 0
-        self._used_blocks -= hit
+        if self.limits.num_blocks is not None:
+            self._used_blocks -= hit
 
     def _pick_victim(self) -> SimRequest:
         """The running request vLLM preempts first; stale heap entries are dropped."""
@@ -410,7 +437,14 @@ class SchedulerModel:
         else:
             self._waiting_fifo.append(r)
 
+    def _drop_aborted(self) -> None:
+        while self._waiting_heap and self._waiting_heap[0][3].state == "aborted":
+            heapq.heappop(self._waiting_heap)
+        while self._waiting_fifo and self._waiting_fifo[0].state == "aborted":
+            self._waiting_fifo.popleft()
+
     def _peek_waiting(self) -> SimRequest | None:
+        self._drop_aborted()
         if self.limits.policy == "priority":
             return self._waiting_heap[0][3] if self._waiting_heap else None
         return self._waiting_fifo[0] if self._waiting_fifo else None

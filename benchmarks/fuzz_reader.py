@@ -12,6 +12,7 @@ every request) must answer every valid line and list every other one in the erro
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def check_job(data: bytes, valid: set[str], workdir: Path) -> None:
 
     out = workdir / "out.jsonl"
     config = RunConfig(Path("-"), out, EngineConfig("stand-in"), overwrite=True)
-    execute(config, data=data)
+    execute(config, stdin=io.BytesIO(data))
     answered = [json.loads(x)["custom_id"] for x in out.read_text().splitlines()]
     failed = [json.loads(x) for x in out.with_name("out.jsonl.errors.jsonl").read_text().splitlines()]
     # str.splitlines splits at U+0085 and U+2028 too: the writer escapes them, so it is safe here.

@@ -54,9 +54,10 @@ def write_journal(inp: Path, out: Path, n: int) -> None:
     from seqsched.api import run_config
     from seqsched.data.batch_input import request_fingerprint
     from seqsched.data.journal import answer_fingerprint
-    from seqsched.job import _settings_fingerprint, journal_path
+    from seqsched.job import journal_path
+    from seqsched.job.plan import settings_of
 
-    settings = _settings_fingerprint(run_config(inp, out, model=str(MODEL), max_new_tokens=512, num_threads=1))
+    settings = settings_of(run_config(inp, out, model=str(MODEL), max_new_tokens=512, num_threads=1))
     with journal_path(out).open("w") as f:
         for i in range(n):
             digest = hashlib.sha1(f"q{i}".encode()).hexdigest()[:24]

@@ -267,13 +267,13 @@ def test_resume_streams_answers_instead_of_holding_them(tmp_path: Path, tiny_mod
     from seqsched.api import run_config
     from seqsched.data.batch_input import request_fingerprint
     from seqsched.data.journal import answer_fingerprint
-    from seqsched.job import _settings_fingerprint
+    from seqsched.job.plan import settings_of
 
     n, text = 20_000, "x" * 4096
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     lines = [json.dumps({"custom_id": f"q{i}", "prompt": f"p {i}", "max_tokens": 1}).encode() for i in range(n)]
     inp.write_bytes(b"".join(line + b"\n" for line in lines))
-    settings = _settings_fingerprint(run_config(inp, out, model=tiny_model_dir))
+    settings = settings_of(run_config(inp, out, model=tiny_model_dir))
     with (tmp_path / "out.jsonl.partial").open("w") as f:
         for i, line in enumerate(lines):
             digest = hashlib.sha1(f"q{i}".encode()).hexdigest()[:24]

@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from seqsched.cli.engine_args import (
     add_dry_run_args,
@@ -155,13 +155,13 @@ def _dry_run(args: argparse.Namespace) -> int:
     from seqsched.simulate.cost_model import load_cost_model
 
     config = _config(args)
-    data = _stdin(args)
-    if data is None and not args.input.is_file():
+    stdin = _stdin(args)
+    if stdin is None and not args.input.is_file():
         raise FileNotFoundError(f"input {args.input} does not exist")
     requests, errors = read_requests(
-        "<stdin>" if data is not None else args.input,
+        "<stdin>" if stdin is not None else args.input,
         args.max_new_tokens,
-        data=data,
+        stream=stdin,
         max_line_bytes=args.max_line_bytes,
     )
     if errors:
@@ -195,14 +195,13 @@ def _execute(args: argparse.Namespace) -> RunSummary:
     from seqsched.job import execute
 
     config = _config(args)
-    data = _stdin(args)
     with tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
-        return execute(config, progress=bar, data=data)
+        return execute(config, progress=bar, stdin=_stdin(args))
 
 
-def _stdin(args: argparse.Namespace) -> bytes | None:
-    """The input's bytes when it is stdin (``-``); None for a file."""
-    return sys.stdin.buffer.read() if str(args.input) == "-" else None
+def _stdin(args: argparse.Namespace) -> BinaryIO | None:
+    """stdin when the input is ``-`` (read a line at a time, as a file is); None for a file."""
+    return sys.stdin.buffer if str(args.input) == "-" else None
 
 
 def _config(args: argparse.Namespace) -> RunConfig:

@@ -26,12 +26,14 @@ input order, with gaps where a line was blank or bad.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from seqsched.request import GREEDY, Request, SamplingParams
 
@@ -70,25 +72,30 @@ def read_requests(
     max_new_tokens: int = 512,
     *,
     data: bytes | None = None,
+    stream: BinaryIO | None = None,
     require_custom_id: bool = True,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> tuple[list[Request], list[InputError]]:
-    """Parse a request file (or ``data``, its bytes, e.g. stdin read under the name
-    ``path``); ``max_new_tokens`` is the limit for lines that give none. An empty file
-    gives no requests and no errors."""
+    """Parse a request file (or ``data``, its bytes, or ``stream``, e.g. stdin, read under
+    the name ``path``); ``max_new_tokens`` is the limit for lines that give none. An empty
+    file gives no requests and no errors. A line is read whole only up to
+    ``max_line_bytes``: a longer one is counted and skipped, never held."""
     path = Path(path)
     requests: list[Request] = []
     errors: list[InputError] = []
     seen: dict[str, int] = {}  # custom_id -> line
-    with io.BytesIO(data) if data is not None else path.open("rb") as f:  # a line at a time
-        for number, raw in enumerate(f, start=1):
-            line = raw.removesuffix(b"\n").removesuffix(b"\r")
+    source = stream if stream is not None else io.BytesIO(data) if data is not None else path.open("rb")
+    with contextlib.nullcontext(source) if stream is not None else source as f:
+        for number, line, size in bounded_lines(f, max_line_bytes):
             if number == 1:
                 line = line.removeprefix(b"\xef\xbb\xbf")
-            if not line.strip():
+            if size <= max_line_bytes and not line.strip():
                 continue
             custom_id: str | None = None
             try:
+                if size > max_line_bytes:
+                    limit = f"over the limit of {max_line_bytes:,} (--max-line-bytes)"
+                    raise _Bad(None, f"line is {size:,} bytes, {limit}", show=False)
                 obj = _load(line, max_line_bytes)
                 custom_id = _custom_id(obj, number, require_custom_id)
                 if custom_id in seen:
@@ -100,6 +107,29 @@ def read_requests(
             except _Bad as e:
                 errors.append(InputError(number, custom_id, f"{path.name}:{number}: {e}"))
     return requests, errors
+
+
+def bounded_lines(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, line without its end, its size) a line at a time; a line over
+    ``max_line_bytes`` is read past in blocks and given as ``b""`` with its size, so no
+    line, however long (``/dev/zero`` has no end), is ever held in memory."""
+    number = 0
+    while True:
+        raw = f.readline(max_line_bytes + 2)
+        if not raw:
+            return
+        number += 1
+        size = len(raw)
+        if raw.endswith(b"\n") or size <= max_line_bytes:
+            line = raw.removesuffix(b"\n").removesuffix(b"\r")
+            yield number, line, len(line)
+            continue
+        while not raw.endswith(b"\n"):  # too long: skip to the end of the line
+            raw = f.readline(1 << 20)
+            if not raw:
+                break
+            size += len(raw)
+        yield number, b"", size - (1 if raw.endswith(b"\n") else 0)
 
 
 def request_fingerprint(line: bytes) -> str:

@@ -4,7 +4,8 @@ peak memory of `seqsched run` at 1k to 1M lines, each in a fresh process.
     python benchmarks/scale_job.py [--sizes 1000,10000,100000,1000000] [--run-up-to 100000]
 
 Per size N it measures, with the built-in model and ``max_tokens`` 1 on every line:
-- ``dry-run``: ``seqsched run IN --dry-run`` (read, validate, plan; no model);
+- ``dry-run``: ``seqsched run IN --dry-run`` (read, validate, plan; no model), without a
+  predictor and with the shipped proxy (predicted group by group);
 - ``run`` (N <= --run-up-to): a real job; overhead per request = (job wall time less the
   pipeline's own clock, both from its summary line, less the fixed cost of a 10-line job:
   imports, model load, warm-up) / N;
@@ -31,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODEL = ROOT / "seqsched" / "assets" / "default_model"
+PROXY = ROOT / "seqsched" / "assets" / "default_proxy"
 TOPICS = ["the sea", "a robot", "bread", "the moon", "a garden", "trains", "music", "winter"]
 
 
@@ -115,6 +117,9 @@ def main() -> None:
             dry = measure([*seqsched, str(inp), "--dry-run", *common])
             assert dry["rc"] == 0, dry["stderr"]
             row["dry_run"] = {k: dry[k] for k in ("seconds", "rss_mb")}
+            proxy = measure([*seqsched, str(inp), "--dry-run", *common, "--predictor", str(PROXY)])
+            assert proxy["rc"] == 0, proxy["stderr"]
+            row["dry_run_proxy"] = {k: proxy[k] for k in ("seconds", "rss_mb")}
             if n <= args.run_up_to:
                 run = measure([*seqsched, str(inp), "-o", str(out), *common, "--batch-size", "64"])
                 assert run["rc"] == 0, run["stderr"]
@@ -142,7 +147,9 @@ def _row(row: dict[str, Any]) -> str:
     dry, resume, run = row["dry_run"], row["resume"], row.get("run")
     ran = (f"run {run['seconds']:.1f} s, {run['rss_mb']:.0f} MB, overhead {run['overhead_ms_per_request']:.3f} ms/req"
            if run else "run -")  # fmt: skip
-    return (f"{row['lines']:>9,} lines | dry-run {dry['seconds']:.1f} s, {dry['rss_mb']:.0f} MB | {ran} | "
+    proxy = row["dry_run_proxy"]
+    return (f"{row['lines']:>9,} lines | dry-run {dry['seconds']:.1f} s, {dry['rss_mb']:.0f} MB | dry-run with the "
+            f"proxy {proxy['seconds']:.1f} s, {proxy['rss_mb']:.0f} MB | {ran} | "
             f"resume {resume['seconds']:.1f} s, {resume['rss_mb']:.0f} MB")  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from seqsched.simulate.static import SimulatedEngine
 from seqsched.simulate.stream import SimulatedContinuousEngine
 
 SHOWN = 12  # micro-batches (or requests of an order) listed
+PREDICT_CHUNK = 4096  # requests predicted in one call: a predictor's working memory grows with a call
 
 
 @dataclass
@@ -74,10 +75,11 @@ def dry_run(
     stream: bool = False,
     max_num_seqs: int = 256,
 ) -> DryRun:
-    predicted = [
-        max(1, min(int(p), r.max_new_tokens))
-        for p, r in zip(predictor.predict_requests(requests), requests, strict=True)
-    ]
+    predicted = []
+    for start in range(0, len(requests), PREDICT_CHUNK):  # group by group, as a real run predicts
+        chunk = requests[start : start + PREDICT_CHUNK]
+        guesses = predictor.predict_requests(chunk)
+        predicted += [max(1, min(int(p), r.max_new_tokens)) for p, r in zip(guesses, chunk, strict=True)]
     # The requests themselves take their predicted lengths as the lengths to simulate (no
     # copies: a dry run of a million lines holds one set); a dry run uses them up.
     for r, p in zip(requests, predicted, strict=True):

@@ -1,7 +1,10 @@
 """A fake OpenAI upstream and a way to run ASGI apps on loopback, for the server's tests.
 
 The fake answers by what the prompt says: ``slow`` waits before answering, ``hold`` waits
-until the test opens ``gate``, ``wait:KEY`` until the test adds KEY to ``released``, ``die`` ends
+until the test opens ``gate``, ``wait:KEY`` until the test adds KEY to ``released``,
+``slowerror`` answers 400 with a body that takes seconds to arrive, ``badusage`` answers
+200 with a ``usage`` that is a list, ``gzip`` answers gzip-compressed whatever was asked,
+``priority-word`` refuses the request with a 400 that mentions priority, ``die`` ends
 its stream after two chunks without closing it properly, ``fail`` answers 500, ``tokens
 N`` streams N tokens (``N`` also sets ``usage.completion_tokens``). It records each
 request it was sent (the body, in arrival order) and each stream its client closed."""
@@ -9,6 +12,7 @@ request it was sent (the body, in arrival order) and each stream its client clos
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import threading
 import time
@@ -17,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,7 +30,7 @@ from starlette.routing import Route
 
 from seqsched.serve.launch import free_port
 
-__all__ = ["FakeUpstream", "free_port", "running"]
+__all__ = ["FakeUpstream", "chat", "fake_predict", "free_port", "metric", "running", "serving", "wait_for"]
 
 
 @dataclass
@@ -38,6 +43,7 @@ class FakeUpstream:
     aborted: list[str] = field(default_factory=list)  # prompts whose stream the client closed
     gate: threading.Event = field(default_factory=threading.Event)  # a ``hold`` prompt waits for it
     released: set[str] = field(default_factory=set)  # a ``wait:KEY`` prompt waits for its KEY here
+    headers: list[dict[str, str]] = field(default_factory=list)  # each request's headers, in arrival order
 
     def app(self) -> Starlette:
         async def models(request: Request) -> Response:
@@ -64,6 +70,7 @@ class FakeUpstream:
 
     async def _answer(self, request: Request, chat: bool) -> Response:
         body = await request.json()
+        self.headers.append(dict(request.headers))
         if self.reject_priority and "priority" in body:
             message = (
                 f"Got priority {body['priority']} but Priority scheduling is not enabled."  # an older vLLM's words
@@ -75,6 +82,16 @@ class FakeUpstream:
         n = min(n, body.get("max_tokens") or n)
         if "fail" in text:
             return JSONResponse({"error": {"message": "boom"}}, 500)
+        if "slowerror" in text:
+            return StreamingResponse(_slowly(b'{"error": {"message": "bad request, slowly"}}'), 400,
+                                     media_type="application/json")  # fmt: skip
+        if "priority-word" in text:
+            message = "'priorityx' is not a field; did you mean priority?"  # a client's mistake, not vLLM's refusal
+            return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, 400)
+        if "badusage" in text:
+            answer = _completion(chat, "x" * n, n, finish="stop")
+            answer["usage"] = [n]
+            return JSONResponse(answer)
         if "slow" in text:
             await asyncio.sleep(3)
         while "hold" in text and not self.gate.is_set():
@@ -87,6 +104,9 @@ class FakeUpstream:
             self.finished.append(text)
             finish = "length" if n == body.get("max_tokens") else "stop"
             return JSONResponse(_completion(chat, "x" * n, n, finish=finish))
+        if "gzip" in text:
+            raw = b"".join([chunk async for chunk in self._stream(chat, text, n, body)])
+            return Response(gzip.compress(raw), media_type="text/event-stream", headers={"Content-Encoding": "gzip"})
         return StreamingResponse(self._stream(chat, text, n, body), media_type="text/event-stream")
 
     async def _stream(self, chat: bool, text: str, n: int, body: dict[str, Any]) -> AsyncIterator[bytes]:
@@ -107,6 +127,12 @@ class FakeUpstream:
             raise
 
 
+async def _slowly(content: bytes) -> AsyncIterator[bytes]:
+    for i in range(0, len(content), 8):
+        await asyncio.sleep(0.3)
+        yield content[i : i + 8]
+
+
 def _sse(obj: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
@@ -120,9 +146,9 @@ def _completion(chat: bool, text: str, n: int, finish: str) -> dict[str, Any]:
 
 
 @contextmanager
-def running(app: Any, drain_s: int = 5) -> Iterator[str]:
-    """Serve ``app`` on a free loopback port in a thread; yield its base URL."""
-    port = free_port()
+def running(app: Any, drain_s: int = 5, port: int | None = None) -> Iterator[str]:
+    """Serve ``app`` on a loopback port (a free one unless given) in a thread; yield its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", timeout_graceful_shutdown=drain_s)
     )
@@ -137,3 +163,53 @@ def running(app: Any, drain_s: int = 5) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def fake_predict(text: str, max_tokens: int | None) -> int:
+    """A perfect predictor for the fake's prompts (``tokens N``)."""
+    return int(text.split("tokens ")[1].split()[0]) if "tokens " in text else 3
+
+
+@contextmanager
+def serving(*fakes: FakeUpstream | str, predict: Any = fake_predict, **options: Any) -> Iterator[str]:
+    """seqsched in front of the fakes (or of plain URLs: nothing there); yield its URL."""
+    from seqsched.serve.app import build_app
+    from seqsched.serve.config import ServeConfig
+
+    with _upstream_urls(list(fakes)) as urls:
+        config = ServeConfig(upstreams=tuple(urls), **options)
+        with running(build_app(config, predict)) as url:
+            yield url
+
+
+@contextmanager
+def _upstream_urls(fakes: list[FakeUpstream | str]) -> Iterator[list[str]]:
+    if not fakes:
+        yield []
+        return
+    first, *rest = fakes
+    if isinstance(first, str):
+        with _upstream_urls(rest) as others:
+            yield [first, *others]
+        return
+    with running(first.app()) as url, _upstream_urls(rest) as others:
+        yield [url, *others]
+
+
+def chat(url: str, content: str, timeout: float = 30, **body: Any) -> httpx.Response:
+    payload = {"model": "fake", "messages": [{"role": "user", "content": content}], **body}
+    return httpx.post(f"{url}/v1/chat/completions", json=payload, timeout=timeout)
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def wait_for(condition: Any, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -35,7 +35,7 @@ from seqsched.engine.loading import load_model
 from seqsched.engine.prompts import cut, eos_token_ids, stop_at, tokenize_all
 from seqsched.engine.replay import ReplayLengths
 from seqsched.engine.sampling import RowSampler
-from seqsched.request import Outcome, Request
+from seqsched.request import GREEDY, Outcome, Request
 from seqsched.schedule import MicroBatch
 
 
@@ -84,8 +84,11 @@ class HFEngine(Engine):
         return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
     def warmup(self, requests: Sequence[Request]) -> None:
-        """Two short generates (one row, then two) on copies of the first requests."""
-        copies = [dataclasses.replace(r, index=i, target_len=None) for i, r in enumerate(requests[:2])]
+        """Two short greedy generates (one row, then two) on copies of the first requests: a
+        warm-up times kernels, so no row's own sampling can fail it (and the job with it)."""
+        copies = [
+            dataclasses.replace(r, index=i, target_len=None, sampling=GREEDY) for i, r in enumerate(requests[:2])
+        ]
         self.prepare(copies)
         ready = [r for r in copies if not r.status.is_finished]
         for rows in (ready[:1], ready):

@@ -67,3 +67,8 @@ def _load(auto_class: Any, source: str, what: str, **kwargs: Any) -> Any:
             f"cannot load {what} {source!r}: not a local checkpoint directory, and not loadable "
             f"as a hub id ({first_line})"
         ) from None
+    except Exception as e:  # a torn or corrupt file (safetensors' own error type, among others)
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelLoadError(
+            f"cannot load {what} {source!r}: its files do not load ({type(e).__name__}: {first_line})"
+        ) from None

@@ -4,20 +4,33 @@ vLLM see the same prompt tokens and cut outputs the same way. No torch here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from seqsched.request import Request
 
+TEMPLATE_SECONDS = 10.0  # the longest a chat template may take to render one request
+TEMPLATE_TIMEOUTS = 3  # after this many, the rest of a job's requests are refused at once
+
+
+class TemplateTimeout(Exception):
+    """A chat template that took too long to render (a template is a program: a nested
+    ``range(100000)`` loop would run for hours)."""
+
 
 def encode(tokenizer: Any, request: Request, chat_template: bool) -> list[int]:
     """The request's prompt tokens: in the tokenizer's chat template when asked and the
-    tokenizer has one (a ``prompt`` becomes a single user message), else as plain text."""
+    tokenizer has one (a ``prompt`` becomes a single user message), else as plain text.
+    The template gets ``TEMPLATE_SECONDS`` to render (in the main thread, where a job runs)."""
     if chat_template and getattr(tokenizer, "chat_template", None):
         messages = request.messages if request.messages is not None else [{"role": "user", "content": request.text}]
-        encoded: Any = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True
-        )
+        with time_limit(TEMPLATE_SECONDS):
+            encoded: Any = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=True
+            )
         return list(encoded["input_ids"])
     text = request.prompt if request.prompt is not None else request.text
     return list(tokenizer(text)["input_ids"])
@@ -30,8 +43,12 @@ def tokenize_all(tokenizer: Any, requests: Iterable[Request], chat_template: boo
     (a 1 MiB prompt would cost seconds and a gigabyte to count); a shorter one is counted
     exactly, for the exact message."""
     longest = longest_token_chars(tokenizer) if max_context is not None else None
+    timeouts = 0
     for r in requests:
         if r.status.is_finished:
+            continue
+        if timeouts >= TEMPLATE_TIMEOUTS:
+            r.fail(f"not tokenized: the chat template took over {TEMPLATE_SECONDS:g} s on {timeouts} requests already")
             continue
         chars = prompt_chars(r) if r.prompt_token_ids is None else 0
         if chars > CHEAP_BOUND_CHARS and longest is not None and max_context is not None:
@@ -46,11 +63,32 @@ def tokenize_all(tokenizer: Any, requests: Iterable[Request], chat_template: boo
             try:
                 r.prompt_token_ids = encode(tokenizer, r, chat_template)
             except Exception as e:  # a broken template or message must not stop the others
+                timeouts += isinstance(e, TemplateTimeout)
                 r.fail(f"cannot tokenize the prompt: {type(e).__name__}: {e}")
                 continue
         error = check_fits(r, max_context)
         if error is not None:
             r.fail(error)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`TemplateTimeout` in the main thread after ``seconds`` (SIGALRM; a
+    template renders in Python, so the alarm lands between its steps). Elsewhere: no limit."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _expired(signum: int, frame: Any) -> None:
+        raise TemplateTimeout(f"the chat template took over {seconds:g} s to render")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 CHEAP_BOUND_CHARS = 65_536  # above this, the bound is tried first (tokenizing costs ~0.1 s)

@@ -66,8 +66,10 @@ class RowSampler(LogitsProcessor):
         probs = torch.softmax((logits - logits.max()) / params.temperature, dim=-1)
         if params.top_p < 1.0:
             sorted_probs, order = probs.sort(descending=True)
-            # Keep the smallest prefix whose mass reaches top_p (at least one token).
+            # Keep the smallest prefix whose mass reaches top_p, and always the top token: a
+            # top_p that is 0 in float32 (1e-300) would otherwise drop every token.
             drop = sorted_probs.cumsum(-1) - sorted_probs >= params.top_p
+            drop[0] = False
             sorted_probs[drop] = 0.0
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=generator).item())

@@ -110,6 +110,7 @@ class Relay:
             if why == "draining":
                 status = "503"
                 await _quietly(send, _event("the server is shutting down", "service_unavailable", 503))
+                await _quietly(send, {"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 status = "499" if why == "gone" else "408"
         finally:

@@ -26,7 +26,7 @@ from seqsched.simulate.static import SimulatedEngine
 from seqsched.simulate.stream import SimulatedContinuousEngine
 
 SHOWN = 12  # micro-batches (or requests of an order) listed
-PREDICT_CHUNK = 4096  # requests predicted in one call: a predictor's working memory grows with a call
+PREDICT_CHUNK = 1024  # requests predicted in one call: a predictor's working memory grows with a call
 
 
 @dataclass

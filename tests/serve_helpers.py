@@ -4,7 +4,8 @@ The fake answers by what the prompt says: ``slow`` waits before answering, ``hol
 until the test opens ``gate``, ``wait:KEY`` until the test adds KEY to ``released``,
 ``slowerror`` answers 400 with a body that takes seconds to arrive, ``badusage`` answers
 200 with a ``usage`` that is a list, ``gzip`` answers gzip-compressed whatever was asked,
-``priority-word`` refuses the request with a 400 that mentions priority, ``die`` ends
+``priority-word`` refuses the request with a 400 that mentions priority, ``sleep:S`` waits S
+seconds before answering, ``die`` ends
 its stream after two chunks without closing it properly, ``fail`` answers 500, ``tokens
 N`` streams N tokens (``N`` also sets ``usage.completion_tokens``). It records each
 request it was sent (the body, in arrival order) and each stream its client closed."""
@@ -77,9 +78,9 @@ class FakeUpstream:
             )
             return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, 400)
         self.received.append(body)
-        text = body["messages"][-1]["content"] if chat else body["prompt"]
+        text, done = _prompt(body, chat)
         n = int(text.split("tokens ")[1].split()[0]) if "tokens " in text else 3
-        n = min(n, body.get("max_tokens") or n)
+        n = min(n, done + (body.get("max_tokens") or n))
         if "fail" in text:
             return JSONResponse({"error": {"message": "boom"}}, 500)
         if "slowerror" in text:
@@ -94,6 +95,8 @@ class FakeUpstream:
             return JSONResponse(answer)
         if "slow" in text:
             await asyncio.sleep(3)
+        if "sleep:" in text:
+            await asyncio.sleep(float(text.split("sleep:")[1].split()[0]))
         while "hold" in text and not self.gate.is_set():
             await asyncio.sleep(0.01)
         key = text.split("wait:")[1].split()[0] if "wait:" in text else None
@@ -104,6 +107,8 @@ class FakeUpstream:
             self.finished.append(text)
             finish = "length" if n == body.get("max_tokens") else "stop"
             return JSONResponse(_completion(chat, "x" * n, n, finish=finish))
+        if body.get("return_token_ids"):  # as vLLM streams with return_token_ids: ids, resumable
+            return StreamingResponse(self._ids(chat, text, done, n, body), media_type="text/event-stream")
         if "gzip" in text:
             raw = b"".join([chunk async for chunk in self._stream(chat, text, n, body)])
             return Response(gzip.compress(raw), media_type="text/event-stream", headers={"Content-Encoding": "gzip"})
@@ -125,6 +130,50 @@ class FakeUpstream:
         except asyncio.CancelledError:
             self.aborted.append(text)
             raise
+
+    async def _ids(self, chat: bool, text: str, done: int, n: int, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Tokens ``done`` to ``n``: token ``i`` is id ``OUTPUT_ID + i``, text ``letter(i)``
+        (the same whatever call makes it: a continued request must equal an uninterrupted one)."""
+        prompt_ids = body["prompt"] if isinstance(body.get("prompt"), list) else [ord(c) for c in text]
+        limit = done + body["max_tokens"] if body.get("max_tokens") else None
+        try:
+            if chat:
+                yield _sse({"id": "c", "created": 1, "model": "fake", "prompt_token_ids": prompt_ids,
+                            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                         "finish_reason": None}]})  # fmt: skip
+            for i in range(done, n):
+                await asyncio.sleep(self.seconds_per_token)
+                last = i == n - 1
+                finish = ("length" if limit == n else "stop") if last else None
+                choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "token_ids": [OUTPUT_ID + i]}
+                choice |= {"delta": {"content": letter(i)}} if chat else {"text": letter(i)}
+                if not chat and i == done:
+                    choice["prompt_token_ids"] = prompt_ids
+                yield _sse({"id": "c", "created": 1, "model": "fake", "choices": [choice]})
+            yield _sse({"id": "c", "choices": [], "usage": {"completion_tokens": n - done, "prompt_tokens": 1}})
+            yield b"data: [DONE]\n\n"
+            self.finished.append(text)
+        except asyncio.CancelledError:
+            self.aborted.append(text)
+            raise
+
+
+OUTPUT_ID = 100_000  # the fake's output token ids start here; below it, a prompt's characters
+
+
+def letter(i: int) -> str:
+    return chr(ord("a") + i % 26)
+
+
+def _prompt(body: dict[str, Any], chat: bool) -> tuple[str, int]:
+    """The prompt's text, and how many output tokens it already holds (a continuation's
+    prompt of token ids: the characters, then the output ids)."""
+    if chat:
+        return str(body["messages"][-1]["content"]), 0
+    prompt = body["prompt"]
+    if isinstance(prompt, list):
+        return "".join(chr(i) for i in prompt if i < OUTPUT_ID), sum(1 for i in prompt if i >= OUTPUT_ID)
+    return str(prompt), 0
 
 
 async def _slowly(content: bytes) -> AsyncIterator[bytes]:

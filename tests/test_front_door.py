@@ -197,3 +197,14 @@ def test_the_door_refuses_bad_settings() -> None:
         DoorConfig(policy="lifo")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="lane \\('bulk'\\)"):
         Ticket("x", 1, lane="bulk")  # type: ignore[arg-type]
+
+
+def test_a_batch_request_that_cannot_be_continued_is_never_preempted() -> None:
+    door = _door([2])
+    fixed = Ticket("fixed", 500, lane="batch", preemptible=False)
+    door.arrive(fixed, 0.0)
+    _arrive(door, "small", 5, "batch")
+    assert len(_granted(door)) == 2
+    _arrive(door, "i", 5)
+    plan = door.schedule(0.0)
+    assert [t.request_id for t in plan.preempted] == ["small"], "the one with less work left, as the other cannot"

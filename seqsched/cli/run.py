@@ -163,6 +163,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         args.max_new_tokens,
         stream=stdin,
         max_line_bytes=args.max_line_bytes,
+        fingerprints=False,  # nothing is journaled: no resume reads them
     )
     if errors:
         print(f"seqsched run: {len(errors)} bad lines would go to the error file, e.g. {errors[0].message}")

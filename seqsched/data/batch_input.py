@@ -57,7 +57,7 @@ class InputError:
     message: str
 
 
-class _Bad(Exception):
+class BadLine(Exception):
     """One line's problem, worded ``field 'body.max_tokens': must be ..., got -3``."""
 
     def __init__(self, field: str | None, problem: str, value: Any = None, show: bool = True) -> None:
@@ -75,11 +75,13 @@ def read_requests(
     stream: BinaryIO | None = None,
     require_custom_id: bool = True,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    fingerprints: bool = True,
 ) -> tuple[list[Request], list[InputError]]:
     """Parse a request file (or ``data``, its bytes, or ``stream``, e.g. stdin, read under
     the name ``path``); ``max_new_tokens`` is the limit for lines that give none. An empty
     file gives no requests and no errors. A line is read whole only up to
-    ``max_line_bytes``: a longer one is counted and skipped, never held."""
+    ``max_line_bytes``: a longer one is counted and skipped, never held. ``fingerprints``
+    off: no request carries its line's hash (what only resume reads: 113 bytes a request)."""
     path = Path(path)
     requests: list[Request] = []
     errors: list[InputError] = []
@@ -95,16 +97,17 @@ def read_requests(
             try:
                 if size > max_line_bytes:
                     limit = f"over the limit of {max_line_bytes:,} (--max-line-bytes)"
-                    raise _Bad(None, f"line is {size:,} bytes, {limit}", show=False)
-                obj = _load(line, max_line_bytes)
-                custom_id = _custom_id(obj, number, require_custom_id)
+                    raise BadLine(None, f"line is {size:,} bytes, {limit}", show=False)
+                obj = load_line(line, max_line_bytes)
+                custom_id = custom_id_of(obj, number, require_custom_id)
                 if custom_id in seen:
-                    raise _Bad("custom_id", f"duplicate of line {seen[custom_id]}", custom_id)
+                    raise BadLine("custom_id", f"duplicate of line {seen[custom_id]}", custom_id)
                 seen[custom_id] = number
                 request = _request(obj, number, custom_id, max_new_tokens)
-                request.fingerprint = request_fingerprint(line)
+                if fingerprints:
+                    request.fingerprint = request_fingerprint(line)
                 requests.append(request)
-            except _Bad as e:
+            except BadLine as e:
                 errors.append(InputError(number, custom_id, f"{path.name}:{number}: {e}"))
     return requests, errors
 
@@ -137,34 +140,35 @@ def request_fingerprint(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
-def _load(line: bytes, max_line_bytes: int) -> dict[str, Any]:
+def load_line(line: bytes, max_line_bytes: int) -> dict[str, Any]:
     if len(line) > max_line_bytes:
         limit = f"over the limit of {max_line_bytes:,} (--max-line-bytes)"
-        raise _Bad(None, f"line is {len(line):,} bytes, {limit}", show=False)
+        raise BadLine(None, f"line is {len(line):,} bytes, {limit}", show=False)
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
         where = f"byte 0x{line[e.start]:02x} at byte {e.start + 1} of the line"
-        raise _Bad(None, f"not UTF-8 ({where})", show=False) from None
+        raise BadLine(None, f"not UTF-8 ({where})", show=False) from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise _Bad(None, f"invalid JSON ({e.msg} at column {e.colno})", text) from None
+        raise BadLine(None, f"invalid JSON ({e.msg} at column {e.colno})", text) from None
     except (ValueError, RecursionError) as e:  # an integer of over 4300 digits, nesting too deep
-        raise _Bad(None, f"invalid JSON ({type(e).__name__}: {str(e)[:80]})", text) from None
+        raise BadLine(None, f"invalid JSON ({type(e).__name__}: {str(e)[:80]})", text) from None
     if not isinstance(obj, dict):
-        raise _Bad(None, "a line must be a JSON object", obj)
+        raise BadLine(None, "a line must be a JSON object", obj)
     return obj
 
 
-def _custom_id(obj: dict[str, Any], number: int, required: bool) -> str:
+def custom_id_of(obj: dict[str, Any], number: int, required: bool) -> str:
     value = obj.get("custom_id")
     if value is None:
         if required:
-            raise _Bad("custom_id", "missing: every request line needs a custom_id (OpenAI Batch format)", show=False)
+            message = "missing: every request line needs a custom_id (OpenAI Batch format)"
+            raise BadLine("custom_id", message, show=False)
         return f"request-{number}"
     if not isinstance(value, str) or not value:
-        raise _Bad("custom_id", "must be a non-empty string", value)
+        raise BadLine("custom_id", "must be a non-empty string", value)
     return value
 
 
@@ -173,28 +177,28 @@ def _request(obj: dict[str, Any], number: int, custom_id: str, default_limit: in
     if "body" in obj:  # an OpenAI Batch request line
         body, prefix = obj["body"], "body."
         if not isinstance(body, dict):
-            raise _Bad("body", "must be a JSON object", body)
+            raise BadLine("body", "must be a JSON object", body)
         unknown = sorted(set(obj) - _LINE_FIELDS)
         if unknown:
-            raise _Bad(unknown[0], "not a field of an OpenAI Batch request line", obj[unknown[0]])
+            raise BadLine(unknown[0], "not a field of an OpenAI Batch request line", obj[unknown[0]])
         method, url = obj.get("method", "POST"), obj.get("url")
         if method != "POST":
-            raise _Bad("method", "only POST is supported", method)
+            raise BadLine("method", "only POST is supported", method)
         if url is not None and url not in (CHAT_URL, COMPLETIONS_URL):
-            raise _Bad("url", f"only {CHAT_URL} and {COMPLETIONS_URL} are supported", url)
+            raise BadLine("url", f"only {CHAT_URL} and {COMPLETIONS_URL} are supported", url)
     else:
         body = {k: v for k, v in obj.items() if k != "custom_id"}
     _check_supported(body, prefix)
     prompt, messages = body.get("prompt"), body.get("messages")
     if (prompt is None) == (messages is None):
         given = "both" if prompt is not None else "neither"
-        raise _Bad(f"{prefix}prompt", f"give exactly one of prompt or messages ({given} given)", prompt)
+        raise BadLine(f"{prefix}prompt", f"give exactly one of prompt or messages ({given} given)", prompt)
     if url == CHAT_URL and messages is None:
-        raise _Bad(f"{prefix}messages", f"{CHAT_URL} needs messages", None)
+        raise BadLine(f"{prefix}messages", f"{CHAT_URL} needs messages", None)
     if url == COMPLETIONS_URL and prompt is None:
-        raise _Bad(f"{prefix}prompt", f"{COMPLETIONS_URL} needs a prompt", None)
+        raise BadLine(f"{prefix}prompt", f"{COMPLETIONS_URL} needs a prompt", None)
     if prompt is not None and (not isinstance(prompt, str) or not prompt):
-        raise _Bad(f"{prefix}prompt", "must be a non-empty string", prompt)
+        raise BadLine(f"{prefix}prompt", "must be a non-empty string", prompt)
     if messages is not None:
         messages = _messages(messages, f"{prefix}messages")
     return Request(
@@ -212,19 +216,19 @@ def _request(obj: dict[str, Any], number: int, custom_id: str, default_limit: in
 def _model(value: Any, field: str) -> str | None:
     """The model name the request asked for: echoed in its answer, as servers do."""
     if value is not None and (not isinstance(value, str) or not value):
-        raise _Bad(field, "must be a non-empty string", value)
+        raise BadLine(field, "must be a non-empty string", value)
     return value
 
 
 def _check_supported(body: dict[str, Any], prefix: str) -> None:
     unknown = sorted(set(body) - _SUPPORTED)
     if unknown:
-        raise _Bad(f"{prefix}{unknown[0]}", "not supported by seqsched", body[unknown[0]])
+        raise BadLine(f"{prefix}{unknown[0]}", "not supported by seqsched", body[unknown[0]])
     if body.get("stream") not in (None, False):
-        raise _Bad(f"{prefix}stream", "streaming is not supported in a batch job", body["stream"])
+        raise BadLine(f"{prefix}stream", "streaming is not supported in a batch job", body["stream"])
     for field in ("logprobs", "top_logprobs", "response_format"):
         if body.get(field) not in (None, False):
-            raise _Bad(f"{prefix}{field}", "not supported by seqsched", body[field])
+            raise BadLine(f"{prefix}{field}", "not supported by seqsched", body[field])
 
 
 _ROLES = ("system", "user", "assistant")
@@ -233,23 +237,23 @@ _ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system tu
 
 def _messages(value: Any, field: str) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
-        raise _Bad(field, "must be a non-empty list of {role, content} objects", value)
+        raise BadLine(field, "must be a non-empty list of {role, content} objects", value)
     out = []
     for i, m in enumerate(value):
         if not isinstance(m, dict):
-            raise _Bad(f"{field}[{i}]", "must be a {role, content} object", m)
+            raise BadLine(f"{field}[{i}]", "must be a {role, content} object", m)
         role, content = m.get("role"), m.get("content")
         if not isinstance(role, str) or not role:
-            raise _Bad(f"{field}[{i}].role", "must be a non-empty string", role)
+            raise BadLine(f"{field}[{i}].role", "must be a non-empty string", role)
         role = _ROLE_ALIASES.get(role, role)
         if role not in _ROLES:  # a template drops roles it does not know: the model would see nothing
-            raise _Bad(f"{field}[{i}].role", "must be system, user or assistant (developer is read as system)", role)
+            raise BadLine(f"{field}[{i}].role", "must be system, user or assistant (developer is read as system)", role)
         if isinstance(content, list):  # OpenAI content parts: keep the text ones
             if not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
-                raise _Bad(f"{field}[{i}].content", "parts must be {type: text, text} objects", content)
+                raise BadLine(f"{field}[{i}].content", "parts must be {type: text, text} objects", content)
             content = "".join(p["text"] for p in content)
         if not isinstance(content, str):
-            raise _Bad(f"{field}[{i}].content", "must be a string", content)
+            raise BadLine(f"{field}[{i}].content", "must be a string", content)
         out.append({"role": role, "content": content})
     return out
 
@@ -257,12 +261,12 @@ def _messages(value: Any, field: str) -> list[dict[str, str]]:
 def _limit(body: dict[str, Any], prefix: str, default: int) -> int:
     given = [k for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None]
     if len(given) > 1:
-        raise _Bad(f"{prefix}max_tokens", "give max_tokens or max_completion_tokens, not both", body[given[0]])
+        raise BadLine(f"{prefix}max_tokens", "give max_tokens or max_completion_tokens, not both", body[given[0]])
     if not given:
         return default
     value = body[given[0]]
     if not _is_int(value) or value < 1:
-        raise _Bad(f"{prefix}{given[0]}", "must be a positive integer", value)
+        raise BadLine(f"{prefix}{given[0]}", "must be a positive integer", value)
     return int(value)
 
 
@@ -273,14 +277,14 @@ def _sampling(body: dict[str, Any], prefix: str) -> SamplingParams:
     if top_p is None:
         top_p = 1.0
     if not _is_number(temperature) or not 0 <= temperature <= 2:
-        raise _Bad(f"{prefix}temperature", "must be a number in [0, 2]", temperature)
+        raise BadLine(f"{prefix}temperature", "must be a number in [0, 2]", temperature)
     if not _is_number(top_p) or not 0 < top_p <= 1:
-        raise _Bad(f"{prefix}top_p", "must be a number in (0, 1]", top_p)
+        raise BadLine(f"{prefix}top_p", "must be a number in (0, 1]", top_p)
     if seed is not None and (not _is_int(seed) or seed < 0):
-        raise _Bad(f"{prefix}seed", "must be an integer >= 0", seed)
+        raise BadLine(f"{prefix}seed", "must be an integer >= 0", seed)
     n = body.get("n", 1)
     if n is not None and (n != 1 or isinstance(n, bool)):
-        raise _Bad(f"{prefix}n", "only n = 1 is supported", n)
+        raise BadLine(f"{prefix}n", "only n = 1 is supported", n)
     if temperature == 0 and top_p == 1 and seed is None:
         return GREEDY  # shared: most lines are greedy, and a million copies would cost 100 MB
     return SamplingParams(temperature=float(temperature), top_p=float(top_p), seed=seed)
@@ -295,7 +299,7 @@ def _stop(value: Any, field: str) -> tuple[str, ...]:
         or not 1 <= len(stops) <= MAX_STOP_STRINGS
         or not all(isinstance(s, str) and s for s in stops)
     ):
-        raise _Bad(field, f"must be a non-empty string or a list of 1 to {MAX_STOP_STRINGS} of them", value)
+        raise BadLine(field, f"must be a non-empty string or a list of 1 to {MAX_STOP_STRINGS} of them", value)
     return tuple(stops)
 
 

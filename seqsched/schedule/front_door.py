@@ -57,7 +57,9 @@ class DoorConfig:
 @dataclass(eq=False)
 class Ticket:
     """One request at the door. ``generated``: tokens it has so far (a preempted batch
-    request keeps them); ``group``: its batch (earlier batches go first)."""
+    request keeps them); ``group``: its batch (earlier batches go first); ``preemptible``:
+    whether it may be stopped and continued (a batch request that cannot be continued
+    exactly is never chosen)."""
 
     request_id: str
     predicted_len: int
@@ -70,6 +72,7 @@ class Ticket:
     upstream: int | None = None
     lease: int | None = None  # the slot it holds now
     num_preemptions: int = 0
+    preemptible: bool = True
     entry: Waiting[Ticket] | Queued[Ticket] | None = None
 
     def __post_init__(self) -> None:
@@ -201,7 +204,7 @@ class FrontDoor:
         with the most predicted work left (the latest granted among equals)."""
         if not self.config.batch.preempt:
             return False
-        victims = [h for h in self.ledger.holders() if h.lane == "batch"]
+        victims = [h for h in self.ledger.holders() if h.lane == "batch" and self._holder[h.number].preemptible]
         if not victims:
             return False
         held: Held = max(victims, key=lambda h: (h.work_left, h.number))

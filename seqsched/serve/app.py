@@ -24,10 +24,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from seqsched.schedule.ledger import LANES
+from seqsched.serve.batches.routes import routes as batch_routes
 from seqsched.serve.config import ServeConfig
 from seqsched.serve.interactive import answer
 from seqsched.serve.predictor import PredictFn
-from seqsched.serve.protocol import error_body
+from seqsched.serve.protocol import ApiError, error_body
 from seqsched.serve.server import Server
 from seqsched.serve.upstream import Upstream
 
@@ -44,6 +45,8 @@ def build_app(config: ServeConfig, predict: PredictFn, upstreams: list[Upstream]
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         server.loop = asyncio.get_running_loop()
         await server.upstreams.discover_all()
+        if server.batches is not None:
+            await server.batches.start()
         shown = ", ".join(f"{u.url}{' (vLLM: priority)' if u.priority else ''}" for u in server.upstreams.upstreams)
         log.warning("seqsched serve: http://%s:%d/v1 -> %s; policy %s, max_inflight %d per upstream, max_bypass %s",
                     config.host, config.port, shown, config.policy, config.max_inflight, config.max_bypass)  # fmt: skip
@@ -90,12 +93,19 @@ def build_app(config: ServeConfig, predict: PredictFn, upstreams: list[Upstream]
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    handlers = {HTTPException: _http_error, Exception: _server_error}
+    if server.batches is not None:
+        routes += batch_routes(server.batches)
+    handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _server_error}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.server = server
     if config.api_key is not None:
         app.add_middleware(ApiKey, key=config.api_key)
     return app
+
+
+async def _api_error(request: HttpRequest, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body(), status_code=exc.status)
 
 
 async def _http_error(request: HttpRequest, exc: Exception) -> Response:

@@ -10,6 +10,7 @@ from starlette.requests import Request as HttpRequest
 
 from seqsched.schedule.front_door import FrontDoor
 from seqsched.serve.accounting import Accounting
+from seqsched.serve.batches.service import Batches
 from seqsched.serve.config import ServeConfig
 from seqsched.serve.dispatcher import Dispatcher
 from seqsched.serve.metrics import ServeMetrics
@@ -46,6 +47,9 @@ class Server:
         self.predictions = Batcher(predict)
         self.relays: set[Relay] = set()
         self.calls: set[asyncio.Task[Any]] = set()
+        self.batches: Batches | None = None
+        if config.batch_dir is not None:
+            self.batches = Batches(config, self.dispatcher, self.upstreams, self.predictions, self.metrics)
         self.draining = False
         self.drain_expired = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -85,6 +89,8 @@ class Server:
             await asyncio.gather(watcher, return_exceptions=True)
 
     async def close(self) -> None:
+        if self.batches is not None:
+            await self.batches.close()
         await self.upstreams.close()
         if self.trace is not None:
             self.trace.close()

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +123,7 @@ class Upstreams:
             assert index is not None
             target = self.upstreams[index]
             try:
-                answer = await self._post(target, path, ticket, parsed, authorization)
+                answer = await self._post(target, path, _bodies(parsed, ticket.predicted_len), authorization)
             except UNREACHABLE as e:
                 self.dispatcher.release(lease)
                 self.probe(target, force=True)
@@ -156,9 +157,26 @@ class Upstreams:
             message = f"no upstream slot came free within {self.settings.queue_timeout_s:g} s (--queue-timeout)"
             raise ApiError(503, message, kind="timeout") from None
 
+    async def send_on(self, ticket: Ticket, lease: int, path: str, bodies: Bodies) -> Exchange:
+        """A call on a slot the door granted already (the batch lane's): no queue, no
+        retry here (an unreachable upstream raises, the slot given back)."""
+        assert ticket.upstream is not None
+        target = self.upstreams[ticket.upstream]
+        try:
+            answer = await self._post(target, path, bodies, None)
+        except UNREACHABLE:
+            self.probe(target, force=True)
+            self.dispatcher.release(lease)
+            raise
+        except BaseException:
+            self.dispatcher.release(lease)
+            raise
+        return Exchange(self.dispatcher, lease, target, answer)
+
     async def _post(
-        self, target: Upstream, path: str, ticket: Ticket, parsed: ParsedRequest, authorization: str | None
+        self, target: Upstream, path: str, bodies: Bodies, authorization: str | None
     ) -> aiohttp.ClientResponse:
+        """``bodies(with_priority)`` makes the body, with vLLM's ``priority`` or without."""
         if target.priority is None:
             self.probe(target)
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
@@ -167,7 +185,7 @@ class Upstreams:
             headers["Authorization"] = f"Bearer {key}" if key is not None else authorization  # type: ignore[assignment]
         url = target.url + path
         if self.settings.send_priority and target.priority:
-            answer = await self.session.post(url, data=parsed.with_priority(ticket.predicted_len), headers=headers)
+            answer = await self.session.post(url, data=bodies(True), headers=headers)
             if answer.status != 400:
                 return answer
             try:
@@ -180,7 +198,7 @@ class Upstreams:
             answer.close()
             target.priority = False
             log.warning("upstream %s refuses priority (not started with the priority policy): sent without", target.url)
-        return await self.session.post(url, data=parsed.encoded, headers=headers)
+        return await self.session.post(url, data=bodies(False), headers=headers)
 
     def probe(self, target: Upstream, force: bool = False) -> None:
         """Find out ``target``'s models and whether it is vLLM, in the background, at most
@@ -216,6 +234,13 @@ class Upstreams:
 
     async def discover_all(self) -> None:
         await asyncio.gather(*(self.discover(u) for u in self.upstreams))
+
+
+Bodies = Callable[[bool], bytes]  # with vLLM's priority, or without
+
+
+def _bodies(parsed: ParsedRequest, priority: int) -> Bodies:
+    return lambda with_priority: parsed.with_priority(priority) if with_priority else parsed.encoded
 
 
 def _name(error: BaseException) -> str:

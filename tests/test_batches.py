@@ -309,3 +309,16 @@ def test_interactive_requests_go_first_and_the_batch_fills_the_rest(tmp_path: Pa
     batch = [b["priority"] for b in fake.received if b.get("return_token_ids")]
     interactive = [b["priority"] for b in fake.received if not b.get("return_token_ids")]
     assert min(batch) > max(interactive) == 2, "vLLM runs (and keeps) interactive requests before batch ones"
+
+
+def test_a_batch_cancelled_while_its_lines_are_checked_accounts_for_every_line(tmp_path: Path) -> None:
+    inp = _write(tmp_path / "in.jsonl", _lines(40, tokens=lambda i: 50))
+    with serving(FakeUpstream(seconds_per_token=0.01), batch_dir=tmp_path / "d") as url:
+        client = _client(url)
+        batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
+                                      endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        client.batches.cancel(batch.id)
+        batch = _wait(client, batch.id)
+        output, errors = _jsonl(client, batch.output_file_id), _jsonl(client, batch.error_file_id)
+    assert batch.status == "cancelled" and batch.request_counts.total == 40
+    assert len(output) + len(errors) == 40

@@ -7,7 +7,9 @@ door stops a request, the ids received so far are kept; the next call goes to
 ``/v1/completions`` with the prompt *and those ids* as a prompt of token ids, asking only
 for the tokens left. Greedy decoding is a function of the token sequence, so the
 continuation produces the tokens the uninterrupted request would have (vLLM's prefix cache
-usually still holds the blocks, so little is recomputed). The answer's text is the pieces
+usually still holds the blocks, so little is recomputed). The last chunk received is made
+again rather than kept: it may hold the end-of-sequence token whose finish chunk never came,
+and a prompt that ends with it would let the model run on. The answer's text is the pieces
 of every call joined: vLLM detokenizes a continuation with the prompt's last tokens as
 context, so the seam does not split a word (``tests/test_batches_vllm.py`` checks text
 and ids against uninterrupted runs). Requests that ask for anything that depends on how
@@ -36,6 +38,7 @@ class Progress:
     prompt_token_ids: list[int] | None = None
     token_ids: list[int] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
+    pieces: list[int] = field(default_factory=list)  # ids per text piece, chunk by chunk
     finish_reason: str | None = None
     stop_reason: Any = None
     meta: dict[str, Any] = field(default_factory=dict)  # the first chunk's id, created, model
@@ -49,12 +52,23 @@ class Progress:
 
     def forget(self) -> None:
         """Start over (a call that ended with nothing to continue from)."""
-        self.prompt_token_ids, self.token_ids, self.text = None, [], []
+        self.prompt_token_ids, self.token_ids, self.text, self.pieces = None, [], [], []
+
+    def drop_last_chunk(self) -> None:
+        """Forget the last chunk that carried ids (and its text): it is made again."""
+        while self.pieces and self.pieces[-1] == 0:
+            self.pieces.pop()
+            self.text.pop()
+        if self.pieces:
+            count = self.pieces.pop()
+            self.text.pop()
+            del self.token_ids[len(self.token_ids) - count :]
 
 
 def next_call(original: dict[str, Any], endpoint: Endpoint, progress: Progress) -> tuple[str, dict[str, Any]]:
     """The path and body of the request's next call: the original, streamed with token ids,
     or a continuation from the ids it has."""
+    progress.drop_last_chunk()
     if progress.prompt_token_ids is None or not progress.token_ids:
         progress.forget()
         body = {**original, "stream": True, "stream_options": {"include_usage": True}, "return_token_ids": True}
@@ -102,10 +116,11 @@ def _chunk(progress: Progress, chunk: dict[str, Any]) -> None:
     for choice in chunk.get("choices") or []:
         if progress.prompt_token_ids is None and isinstance(choice.get("prompt_token_ids"), list):
             progress.prompt_token_ids = list(choice["prompt_token_ids"])  # a completion's first chunk
-        progress.token_ids.extend(choice.get("token_ids") or [])
+        ids = choice.get("token_ids") or []
+        progress.token_ids.extend(ids)
         piece = choice.get("text") if "text" in choice else (choice.get("delta") or {}).get("content")
-        if isinstance(piece, str):
-            progress.text.append(piece)
+        progress.text.append(piece if isinstance(piece, str) else "")
+        progress.pieces.append(len(ids))
         if choice.get("finish_reason") is not None:
             progress.finish_reason = choice["finish_reason"]
             progress.stop_reason = choice.get("stop_reason")

@@ -76,6 +76,7 @@ class BatchRunner:
         self.num_done = 0
         self.num_failed = 0
         self.stopping: str | None = None  # "cancelled" | "expired" | "closed"
+        self.checked = False  # its lines are checked and predicted
         self._finished = asyncio.Event()
 
     # -- the life of a batch ---------------------------------------------------------------------
@@ -87,12 +88,13 @@ class BatchRunner:
         except OSError as e:
             await self._fail(f"the input file {self.record['input_file_id']} cannot be read: {e.strerror or e}")
             return
-        if self.stopping is not None:
-            return
         done = self._journaled()
         left = [line for line in lines if line.custom_id not in done]
-        if self.record["status"] == "cancelling":  # cancelled, then the server stopped: end it
-            await self.finalize("cancelled", left)
+        self.checked = True
+        if self.stopping == "closed":
+            return
+        if self.stopping is not None or self.record["status"] == "cancelling":  # cancelled while checked, or
+            await self.finalize(self.stopping or "cancelled", left)  # before the server stopped: end it
             return
         self.journal = Journal(self.journal_path, fresh=False, mode=MODE)
         self._update(status="in_progress", in_progress_at=self.record.get("in_progress_at") or _now())
@@ -255,6 +257,10 @@ class BatchRunner:
         self.stopping = why
         if why == "cancelled":
             self._update(status="cancelling", cancelling_at=_now())
+        if not self.checked:  # the check is under way: ``run`` ends the batch when it is done
+            if why == "closed":
+                self._finished.set()
+            return
         tasks = [item.task for item in self.items.values() if item.task is not None and not item.task.done()]
         for ticket in list(self.items):
             self.service.dispatcher.withdraw(ticket)
@@ -324,10 +330,11 @@ class BatchRunner:
 
     def _write_errors(self, path: Path, failed: list[tuple[int, int]], extra: list[tuple[int, dict[str, Any]]]) -> None:
         lines: list[tuple[int, dict[str, Any]]] = list(extra)
-        with self.journal_path.open("rb") as f:
-            for number, offset in failed:
-                f.seek(offset)
-                lines.append((number, json.loads(f.readline())))
+        if failed:
+            with self.journal_path.open("rb") as f:
+                for number, offset in failed:
+                    f.seek(offset)
+                    lines.append((number, json.loads(f.readline())))
         write_jsonl(path, [line for _, line in sorted(lines, key=lambda p: p[0])], MODE)
 
     # -- the record ----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def add_schedule_args(
         "--paper-exact",
         action="store_true",
         help="plan as the paper's code does where seqsched departs from it (VBS merges appended, a "
-        "prediction of 0 in bin 0); see the README's list of departures",
+        "prediction of 0 in bin 0); the list of departures: docs/results.md",
     )
     p.add_argument(
         "--max-new-tokens",

@@ -5,7 +5,7 @@
   batches over a grid; the static-batch simulator's cost model.
 - ``--engine vllm``: vLLM's own steps (each step's shape read from vLLM's scheduler,
   its wall time measured) while waves of requests run over the grid; the continuous
-  simulator's step cost (``continuous...`` strategies and ``--arrival``).
+  simulator's step cost (``continuous...`` strategies and ``--arrivals``).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> None:
     )
     c.add_argument("--model", help="HF model directory or hub id (default: the built-in model)")
     c.add_argument(
-        "--temperatures", default="0,0.3,0.5,0.7", help="comma-separated (default: the paper's 0,0.3,0.5,0.7)"
+        "--temperatures", default="0,0.3,0.5,0.7", help="comma-separated; the paper's four by default"
     )
     c.add_argument("--max-new-tokens", type=int, default=512, help="limit for prompts without max_tokens")
     c.add_argument("--batch-size", type=int, default=16, help="rows generated together")

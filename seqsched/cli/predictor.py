@@ -28,7 +28,15 @@ def add_parser(subparsers: Any) -> None:
     )
     sub = p.add_subparsers(dest="predictor_command", required=True)
 
-    t = sub.add_parser("train", help="fit a predictor on a trace and save it", formatter_class=HelpFormatter)
+    t = sub.add_parser(
+        "train",
+        help="fit a predictor on a trace and save it",
+        description="Fit a length predictor on a trace (each prompt and its length field, --target) and save it "
+        "as a directory that run, bench, simulate and serve read with --predictor. Kinds: proxy (a text model on "
+        "the prompt: fast, no model needed), probe (a regressor on the serving model's hidden state), lora (the "
+        "paper's perception module), constant (one length: the baseline).",
+        formatter_class=HelpFormatter,
+    )
     t.add_argument(
         "--kind",
         choices=TRAIN_KINDS,
@@ -65,7 +73,11 @@ def add_parser(subparsers: Any) -> None:
     t.set_defaults(func=train)
 
     e = sub.add_parser(
-        "eval", help="score a saved predictor (or pia/oracle/constant) on a trace", formatter_class=HelpFormatter
+        "eval",
+        help="score a saved predictor (or pia/oracle/constant) on a trace",
+        description="Score a predictor against a trace's lengths: the paper's Error (mean |predicted - actual|), "
+        "Acc-50 and Acc-100, and Kendall's tau (how well it orders requests, which is what scheduling uses).",
+        formatter_class=HelpFormatter,
     )
     e.add_argument("path", type=Path, nargs="?", help="a saved predictor directory")
     e.add_argument("--kind", choices=EVAL_KINDS, help="score a predictor that needs no saved directory")

@@ -3,7 +3,8 @@
 Answers go to OUTPUT in input order; failed lines (bad input, or a request the model
 refused) to the error file, with their custom_id, line and message; counts to
 OUTPUT.status.json. Exit status: 0 when every line was answered, 3 when some lines
-failed (the rest answered), 2 for a usage error (nothing run), 130 / 143 when stopped by
+failed (the rest answered), 2 for a usage error (nothing run), 4 when the disk is full
+(answers so far kept in OUTPUT.partial: free space, then --resume), 130 / 143 when stopped by
 SIGINT / SIGTERM (answers so far kept in OUTPUT.partial; run again with --resume).
 Requests without a temperature are greedy (temperature 0), unlike the OpenAI API."""
 
@@ -75,7 +76,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--paper-exact",
         action="store_true",
-        help="plan as the paper's code does where seqsched departs from it (see the README)",
+        help="plan as the paper's code does where seqsched departs from it (the list: docs/results.md)",
     )
     p.add_argument(
         "--fcr-mode",
@@ -196,7 +197,8 @@ def _execute(args: argparse.Namespace) -> RunSummary:
     from seqsched.job import execute
 
     config = _config(args)
-    with tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0) as bar:
+    # delay: a job refused at once (a usage error) shows no empty bar before its message
+    with tqdm(desc="requests", unit="req", file=sys.stderr, mininterval=2.0, delay=2.0) as bar:
         return execute(config, progress=bar, stdin=_stdin(args))
 
 

@@ -39,6 +39,10 @@ from seqsched.engine.stream import StepOutput, StreamEngine, StreamRun
 from seqsched.request import Request
 from seqsched.schedule import StreamPlan
 
+# vLLM logs to stdout by default, between the rows of seqsched's tables: send it to stderr
+# (read when vLLM is first imported; a user's own setting wins).
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
 CPU_MEMORY_SHARE = 0.1
 CPU_KV_CACHE_GIB = 1.0
 

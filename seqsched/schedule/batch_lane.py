@@ -32,6 +32,9 @@ from typing import Literal
 from seqsched.schedule.batch_queue import LaneOrder
 
 BatchOrder = Literal["auto", "sjf", "ljf", "fcfs"]
+# vLLM's ``priority`` for batch work (lower runs first): after every interactive request,
+# and the first that vLLM's own preemption (on a full KV cache) evicts.
+BATCH_PRIORITY = 1 << 20
 BATCH_ORDERS: tuple[BatchOrder, ...] = ("auto", "sjf", "ljf", "fcfs")
 
 

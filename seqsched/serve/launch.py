@@ -112,8 +112,12 @@ def local_vllm(config: LocalVLLMConfig) -> Iterator[str]:
     try:
         _wait_healthy(url, process, config.startup_timeout_s, log_path)
         yield url
-    finally:
+    except BaseException:
         stop(process)
+        raise  # the log stays: its path is in the message
+    stop(process)
+    if config.log_path is None:  # a log of our own choosing, of a clean run: not left behind
+        log_path.unlink(missing_ok=True)
 
 
 def stop(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:

@@ -93,7 +93,7 @@ def provenance(engine_config: EngineConfig, model: Any) -> dict[str, Any]:
     device = model.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {
-        "device": f"{device} ({name}, {torch.get_num_threads()} threads)",
+        "device": f"{device} ({name}, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})",
         "model": engine_config.model,
         "dtype": str(model.dtype).removeprefix("torch."),
         "date": datetime.date.today().isoformat(),

@@ -234,7 +234,7 @@ def provenance(model: str, dtype: str, threads: int | None, engine_settings: dic
 
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     return {
-        "device": f"{name} ({threads or 'default'} threads)",
+        "device": f"{name} ({threads or 'default'} thread{'' if threads == 1 else 's'})",
         "model": model,
         "dtype": dtype,
         "engine": f"vllm {vllm.__version__} (offline LLMEngine, in-process core)",

@@ -26,6 +26,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from seqsched.schedule.batch_lane import BATCH_PRIORITY
 from seqsched.schedule.front_door import DoorConfig, FrontDoor, Ticket
 from seqsched.schedule.ledger import LANES, Lane
 from seqsched.simulate.step_cost import ContinuousCost
@@ -172,7 +173,9 @@ class _Server:
             door.progress(ticket, self.base[i] + self.model.abort(self.runs[i][-1]))
         for ticket, _ in plan.grants:
             i = int(ticket.request_id)
-            priority = self.requests[i].predicted_len if self.front is not None and self.front.send_priority else None
+            priority = None
+            if self.front is not None and self.front.send_priority:  # as seqsched serve sends it
+                priority = self.requests[i].predicted_len + (BATCH_PRIORITY if ticket.lane == "batch" else 0)
             self._forward(i, priority, ticket.generated)
 
     def _forward(self, i: int, priority: float | None, generated: int = 0) -> None:

@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     """Print prompts, one per line (text) or as request JSONL, to try seqsched's commands on."""
     import argparse
     import json
+    import sys
 
     p = argparse.ArgumentParser(prog="python -m seqsched.workload.default_prompts", description=main.__doc__)
     p.add_argument("-n", type=int, default=256, help="how many prompts (default: %(default)s)")
@@ -217,14 +218,25 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="the predictor-training prompts, disjoint from the benchmark workload (default: the workload)",
     )
-    p.add_argument("--jsonl", action="store_true", help='request lines {"custom_id", "prompt"} instead of text')
+    p.add_argument(
+        "--jsonl",
+        action="store_true",
+        help='request lines {"custom_id", "prompt"} instead of text (text: one prompt a line, a prompt\'s own line '
+        "breaks become spaces; --jsonl keeps them)",
+    )
     args = p.parse_args(argv)
     prompts = predictor_training_prompts(args.n, args.seed) if args.training else default_prompts(args.n, args.seed)
     prefix = "train" if args.training else "default"
-    if not args.jsonl and any("\n" in prompt for prompt in prompts):
-        p.error("some of these prompts span several lines: use --jsonl, which keeps each whole")
+    joined = 0
     for i, prompt in enumerate(prompts):
-        print(json.dumps({"custom_id": f"{prefix}-{i}", "prompt": prompt}) if args.jsonl else prompt)
+        if args.jsonl:
+            print(json.dumps({"custom_id": f"{prefix}-{i}", "prompt": prompt}))
+            continue
+        joined += "\n" in prompt
+        print(" ".join(prompt.split("\n")))
+    if joined:
+        print(f"{joined} prompts spanned several lines: their line breaks are spaces here (--jsonl keeps them)",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

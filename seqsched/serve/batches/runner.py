@@ -26,24 +26,41 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
 from seqsched.data.answer_index import Located, copy_lines, iter_objects
 from seqsched.data.batch_io import error_line, write_jsonl
 from seqsched.data.journal import Journal
+from seqsched.schedule.batch_lane import BATCH_PRIORITY
 from seqsched.schedule.front_door import Ticket
 from seqsched.serve.batches.continuation import Progress, absorb, answer, encode, next_call
 from seqsched.serve.batches.lines import ENDPOINTS, Line, LineError, body_of, read_lines
-from seqsched.serve.batches.store import MODE
+from seqsched.serve.batches.store import MODE, Store
 from seqsched.serve.upstream import UNREACHABLE, Exchange
 
 if TYPE_CHECKING:
-    from seqsched.serve.batches.service import Batches
+    from seqsched.serve.config import ServeConfig
+    from seqsched.serve.dispatcher import Dispatcher
+    from seqsched.serve.metrics import ServeMetrics
+    from seqsched.serve.predictor import Batcher
+    from seqsched.serve.upstream import Upstreams
+
+
+class Host(Protocol):
+    """What a batch runs in (the service, ``service.py``)."""
+
+    config: ServeConfig
+    store: Store
+    dispatcher: Dispatcher
+    upstreams: Upstreams
+    predictions: Batcher
+    metrics: ServeMetrics
+
+    def ended(self, runner: BatchRunner) -> None: ...
 
 MAX_FAULTS = 3  # upstream faults a line may meet before it fails alone
-BATCH_PRIORITY = 1 << 20  # vLLM's priority for batch work: after every interactive request
 _TOKEN = b'"finish_reason":null'
 _groups = itertools.count()
 
@@ -61,7 +78,7 @@ class Item:
 
 
 class BatchRunner:
-    def __init__(self, service: Batches, record: dict[str, Any]) -> None:
+    def __init__(self, service: Host, record: dict[str, Any]) -> None:
         self.service = service
         self.record = record
         self.id: str = record["id"]

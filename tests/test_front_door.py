@@ -142,8 +142,10 @@ def test_a_client_that_leaves_while_waiting_is_never_granted() -> None:
     assert [t.request_id for t, _ in plan.grants] == ["i"]
 
 
-def test_the_governor_backs_off_over_the_target_and_grows_under_it() -> None:
+def test_the_governor_starts_slow_backs_off_over_the_target_and_grows_under_it() -> None:
     governor = BatchGovernor(BatchLaneConfig(tpot_target_s=0.05, adapt_interval_s=1.0, backoff=0.5), max_running=8)
+    assert governor.limit == 1, "slow start: one step (a 20th of the slots, at least 1)"
+    governor.cap = 8
     governor.adapt(0.0)
     assert governor.limit == 8
     governor.observe(0.08)
@@ -163,15 +165,18 @@ def test_the_governor_backs_off_over_the_target_and_grows_under_it() -> None:
 
 def test_the_governor_caps_batch_work_at_the_door() -> None:
     door = _door([8], tpot_target_s=0.05, adapt_interval_s=1.0, backoff=0.5)
+    door.governor.cap = 8
     for k in range(20):
         _arrive(door, f"b{k}", 10, "batch")
     assert len(_granted(door, now=0.0)) == 8
     door.observe_interactive(0.2)
-    door.schedule(1.0)
+    plan = door.schedule(1.0)
     assert door.governor.limit == 4
-    for held in list(door.ledger.holders())[:6]:
+    assert len(plan.preempted) == 4 and plan.grants == [], "over the lower cap: stopped now, not as they end"
+    assert door.ledger.running(lane="batch") == 4
+    for held in list(door.ledger.holders())[:3]:
         door.release(held.number)
-    assert len(_granted(door, now=1.5)) == 2, "2 run, the cap is 4"
+    assert len(_granted(door, now=1.5)) == 3, "1 runs, the cap is 4"
 
 
 def test_batch_queue_pops_from_either_end_and_skips_what_left() -> None:
@@ -208,3 +213,8 @@ def test_a_batch_request_that_cannot_be_continued_is_never_preempted() -> None:
     _arrive(door, "i", 5)
     plan = door.schedule(0.0)
     assert [t.request_id for t in plan.preempted] == ["small"], "the one with less work left, as the other cannot"
+
+
+def test_without_a_target_the_lane_takes_every_slot_at_once() -> None:
+    assert BatchGovernor(BatchLaneConfig(), max_running=40).limit == 40
+    assert BatchGovernor(BatchLaneConfig(tpot_target_s=0.1), max_running=40).limit == 2

@@ -6,12 +6,15 @@ fills what they leave, under three limits:
 - ``headroom``: free slots per upstream that batch work never takes, so an interactive
   arrival finds one at once, without preempting anything.
 - ``tpot_target_s``: the interactive time per output token to keep under. Batch work
-  slows every step it shares (on a CPU a step costs about its batch size; on a GPU
-  little, until memory bandwidth runs out), so the lane adapts how many batch requests
-  may run, additive increase, multiplicative decrease (as TCP does): every
-  ``adapt_interval_s``, if the interactive requests that finished meanwhile averaged
-  over the target, the cap drops to ``backoff`` of itself; if under, it grows by one; with
-  none finished (no interactive traffic), it grows by one too.
+  slows every step it shares (a step's cost grows with the tokens in it: on a CPU about
+  in proportion, on a GPU once the weights' read is no longer all it costs), so the lane
+  adapts how many batch requests may run, additive increase, multiplicative decrease (as
+  TCP does): every ``adapt_interval_s``, if the interactive requests that finished
+  meanwhile averaged over the target, the cap drops to ``backoff`` of itself (and batch
+  requests over it are stopped, to be continued later: a lower cap acts at once, not as
+  long answers end); if under, or with none finished (no interactive traffic), it grows
+  by ``step`` (a 20th of the slots batch work may use, at least one). It starts at one
+  step, as TCP's slow start does: a full engine's first seconds would miss the target.
 - ``preempt``: when an interactive request would wait for a slot that batch work holds,
   the batch request with the most predicted work left is stopped and put back at the
   front of its lane, to be continued from the tokens it has (``front_door.py``).
@@ -70,7 +73,8 @@ class BatchGovernor:
     def __init__(self, config: BatchLaneConfig, max_running: int) -> None:
         self.config = config
         self.max_running = max(0, max_running)
-        self.cap = float(self.max_running)
+        self.step = max(1, self.max_running // 20)
+        self.cap = float(self.max_running if config.tpot_target_s is None else min(self.step, self.max_running))
         self._samples: list[float] = []
         self._last_adapt: float | None = None
         self._last_interactive: float | None = None
@@ -87,6 +91,11 @@ class BatchGovernor:
         if self.config.tpot_target_s is not None and math.isfinite(tpot_s) and tpot_s >= 0:
             self._samples.append(tpot_s)
 
+    @property
+    def enforced(self) -> bool:
+        """Whether batch work over the cap is stopped (only with a TPOT target)."""
+        return self.config.tpot_target_s is not None
+
     def adapt(self, now: float) -> None:
         """Move the cap once an interval has passed (a no-op without a TPOT target)."""
         target = self.config.tpot_target_s
@@ -102,7 +111,7 @@ class BatchGovernor:
         if samples and sum(samples) / len(samples) > target:
             self.cap = math.floor(self.cap * self.config.backoff)
         else:
-            self.cap = min(float(self.max_running), self.cap + 1)
+            self.cap = min(float(self.max_running), self.cap + self.step)
 
     def order(self, now: float, interactive_running: int) -> LaneOrder:
         if self.config.order != "auto":

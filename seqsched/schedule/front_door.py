@@ -173,8 +173,17 @@ class FrontDoor:
         self._admit_interactive(plan, now)
         if not plan.preempted:
             self.governor.adapt(now)
+            self._enforce_cap(plan)
             self._admit_batch(plan, now)
         return plan
+
+    def _enforce_cap(self, plan: DoorPlan) -> None:
+        """With a TPOT target, batch requests over the governor's cap are stopped (most
+        work left first), so a lower cap acts now rather than as long answers end."""
+        if not self.governor.enforced:
+            return
+        while self.ledger.running(lane="batch") > self.governor.limit and self._preempt_one(plan):
+            pass
 
     def _admit_interactive(self, plan: DoorPlan, now: float) -> None:
         while len(self.interactive):

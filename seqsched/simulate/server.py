@@ -170,6 +170,9 @@ class _Server:
         plan = door.schedule(now)
         for ticket in plan.preempted:
             i = int(ticket.request_id)
+            if self.runs[i][-1].state == "done":  # it ended in this very step: nothing to stop
+                door.leave(ticket)
+                continue
             door.progress(ticket, self.base[i] + self.model.abort(self.runs[i][-1]))
         for ticket, _ in plan.grants:
             i = int(ticket.request_id)

@@ -183,7 +183,10 @@ class BatchRunner:
             if not item.preempted:
                 raise  # the batch was cancelled, or the server stops
             item.preempted = False
-            return
+            if item.progress.finish_reason is None:
+                return  # it waits again, to be continued
+            self.service.dispatcher.withdraw(ticket)  # it had finished when the door stopped it
+            finished = True
         except (*UNREACHABLE, aiohttp.ClientError, asyncio.TimeoutError) as e:
             self._fault(item, f"{type(e).__name__}: {e}")
             return

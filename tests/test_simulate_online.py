@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -127,3 +128,31 @@ def test_a_bad_recorded_prompt_length_names_its_line(
     )
     assert main(["simulate", "--trace", str(path), "--rates", "1", "--policies", "fcfs"]) == 2
     assert "t.jsonl:2: field 'prompt_tokens'" in capsys.readouterr().err
+
+
+def test_replicas_step_on_clocks_of_their_own_and_the_door_routes_between_them() -> None:
+    from seqsched.schedule.front_door import DoorConfig
+    from seqsched.simulate.server import SimFront
+
+    load = [OnlineRequest(4, 6, arrival=0.0, predicted_len=6) for _ in range(8)]
+    one = simulate_server(load, LIMITS, UNIT, SimFront(DoorConfig(policy="fcfs"), max_inflight=2))
+    log: list[tuple[str, str, int | None]] = []
+    two = simulate_server(load, LIMITS, UNIT, SimFront(DoorConfig(policy="fcfs"), max_inflight=2, replicas=2), log)
+    assert max(s.finished for s in one) == 24.0 and max(s.finished for s in two) == 12.0, "twice the engines"
+    assert sorted(u for what, _, u in log if what == "grant") == [0] * 4 + [1] * 4
+
+
+def test_least_work_sends_new_requests_away_from_a_replica_busy_with_long_ones() -> None:
+    from seqsched.schedule.front_door import DoorConfig
+    from seqsched.simulate.server import SimFront
+
+    load = [OnlineRequest(4, 60, arrival=0.0, predicted_len=60)]
+    load += [OnlineRequest(4, 2, arrival=1.0 + i, predicted_len=2) for i in range(4)]
+    log: list[tuple[str, str, int | None]] = []
+    limits = SchedulerLimits(max_num_seqs=4, max_num_batched_tokens=64, policy="fcfs")
+    front = SimFront(DoorConfig(policy="fcfs", routing="least-work"), max_inflight=4, replicas=2)
+    simulate_server(load, limits, UNIT, front, log)
+    assert [u for what, _, u in log if what == "grant"] == [0, 1, 1, 1, 1]
+    log.clear()
+    simulate_server(load, limits, UNIT, dataclasses.replace(front, door=DoorConfig("fcfs", routing="round-robin")), log)
+    assert [u for what, _, u in log if what == "grant"] == [0, 1, 0, 1, 0]

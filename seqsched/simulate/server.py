@@ -22,6 +22,8 @@ start (0) to the last completion.
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,13 +52,19 @@ class OnlineRequest:
 @dataclass(frozen=True)
 class SimFront:
     """seqsched serve in front of vLLM: the front door's ``door`` config, ``max_inflight``
-    (None: vLLM's max_num_seqs), whether the prediction goes to vLLM as its priority, and
-    which ``lanes`` pass the door (a request of another lane goes straight to vLLM)."""
+    (None: vLLM's max_num_seqs), whether the prediction goes to vLLM as its priority, which
+    ``lanes`` pass the door (a request of another lane goes straight to the first replica),
+    and how many ``replicas`` it routes between (``door.routing``)."""
 
     door: DoorConfig = field(default_factory=DoorConfig)
     max_inflight: int | None = None
     send_priority: bool = True
     lanes: tuple[Lane, ...] = LANES
+    replicas: int = 1  # vLLM servers behind the door, each of the engine's size
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"replicas ({self.replicas}) must be >= 1")
 
 
 def front_queue(policy: str = "sjf", max_bypass: int | None = None, max_inflight: int | None = None) -> SimFront:
@@ -107,54 +115,78 @@ class _Server:
         self.requests = requests
         self.front = front
         policy = "priority" if front is not None and front.send_priority else limits.policy
-        self.model = SchedulerModel(dataclasses.replace(limits, policy=policy), cost)
+        replicas = front.replicas if front is not None else 1
+        self.models = [SchedulerModel(dataclasses.replace(limits, policy=policy), cost) for _ in range(replicas)]
         self.door: FrontDoor | None = None
         if front is not None:
-            self.door = FrontDoor(front.door, [front.max_inflight or limits.max_num_seqs])
+            self.door = FrontDoor(front.door, [front.max_inflight or limits.max_num_seqs] * replicas)
             self.door.decisions = decisions
         self.runs: list[list[SimRequest]] = [[] for _ in requests]  # each request's runs at vLLM
+        self.where = [0] * len(requests)  # the replica of a request's current run
         self.base = [0] * len(requests)  # tokens a request had when its current run began
         self.tickets: dict[int, Ticket] = {}  # request -> its ticket at the door
         self.owner: dict[int, int] = {}  # a run's rid -> its request
+        self.ended: list[tuple[float, int, SimRequest]] = []  # completions not yet met, by time
+        self.now = 0.0  # the time of the last event met
 
     def run(self) -> list[Served]:
-        """Events in time order, as the server meets them: each arrival, and each request
-        a step finishes, is decided on at once (the door runs between vLLM's steps); a
-        request forwarded while a step runs joins vLLM's queue for the next."""
+        """Events in time order, as the server meets them: each arrival, and each request a
+        step finishes, is decided on at once (the door runs between vLLM's steps); a request
+        forwarded while a step runs joins its replica's queue for the next. Replicas step on
+        clocks of their own; an event is met once every busy replica's clock has passed it,
+        so the door sees them in the order they happen."""
         self.order = sorted(range(len(self.requests)), key=lambda i: self.requests[i].arrival)
-        model, door, self.nxt = self.model, self.door, 0
-        while self.nxt < len(self.order) or model.has_unfinished() or (door is not None and door.num_waiting):
-            self._arrivals_until(model.clock)
-            if not model.has_unfinished():
-                self._idle(door)
+        self.nxt, seq = 0, 0
+        while True:
+            if not any(m.has_unfinished() for m in self.models):
+                if not self._idle():
+                    break
                 continue
-            finished = model.step().finished
-            self._arrivals_until(model.clock)  # they came while the step ran: before its outputs
-            for sim in finished:
-                self._finished(sim)
+            self._events_until(min(m.clock for m in self.models if m.has_unfinished()))
+            model = min((m for m in self.models if m.has_unfinished()), key=lambda m: m.clock)
+            for sim in model.step().finished:
+                seq += 1
+                heapq.heappush(self.ended, (model.clock, seq, sim))
         return [self._served(i) for i in range(len(self.requests))]
 
-    def _arrivals_until(self, clock: float) -> None:
-        while self.nxt < len(self.order) and self.requests[self.order[self.nxt]].arrival <= clock:
-            self._arrive(self.order[self.nxt])
-            self.nxt += 1
+    def _events_until(self, clock: float) -> None:
+        """Arrivals and completions up to ``clock``, in time order (an arrival first at a tie:
+        it came while the step ran, before its outputs)."""
+        while True:
+            arrival = self.requests[self.order[self.nxt]].arrival if self.nxt < len(self.order) else math.inf
+            ended = self.ended[0][0] if self.ended else math.inf
+            if min(arrival, ended) > clock:
+                return
+            if arrival <= ended:
+                self.now = max(self.now, arrival)
+                self.nxt += 1
+                self._arrive(self.order[self.nxt - 1])
+            else:
+                self.now = max(self.now, ended)
+                self._finished(heapq.heappop(self.ended)[2])
 
-    def _idle(self, door: FrontDoor | None) -> None:
+    def _idle(self) -> bool:
         """Nothing runs: wait for the next arrival (or, with batch work held back, for the
-        governor's next interval)."""
+        governor's next interval); False when there is nothing left."""
+        if self.ended:  # a step's outputs not yet met: they come first
+            self._events_until(self.ended[0][0])
+            return True
         upcoming = self.requests[self.order[self.nxt]].arrival if self.nxt < len(self.order) else None
+        door = self.door
         if door is not None and door.num_waiting:
-            later = self.model.clock + door.config.batch.adapt_interval_s
-            self.model.clock = later if upcoming is None else min(upcoming, later)
-            self._decide(door, self.model.clock)
-            return
-        assert upcoming is not None, "requests wait with every slot free"
-        self.model.clock = max(self.model.clock, upcoming)
+            later = self.now + door.config.batch.adapt_interval_s
+            self.now = later if upcoming is None else min(upcoming, later)
+            self._decide(door, self.now)
+            return True
+        if upcoming is None:
+            return False
+        self._events_until(upcoming)
+        return True
 
     def _arrive(self, i: int) -> None:
         r = self.requests[i]
         if self.door is None or self.front is None or r.lane not in self.front.lanes:
-            self._forward(i, r.priority if r.priority is not None else r.arrival)
+            self._forward(i, 0, r.priority if r.priority is not None else r.arrival)
             return
         ticket = Ticket(str(i), max(1, round(r.predicted_len)), lane=r.lane, group=r.group)
         self.tickets[i] = ticket
@@ -166,33 +198,35 @@ class _Server:
         if door.wants_progress():  # the victim is chosen by work left: bring it up to date
             for ticket in door.running("batch"):
                 i = int(ticket.request_id)
-                door.progress(ticket, self.base[i] + self.model.generated(self.runs[i][-1]))
+                door.progress(ticket, self.base[i] + self.models[self.where[i]].generated(self.runs[i][-1]))
         plan = door.schedule(now)
         for ticket in plan.preempted:
             i = int(ticket.request_id)
             if self.runs[i][-1].state == "done":  # it ended in this very step: nothing to stop
                 door.leave(ticket)
                 continue
-            door.progress(ticket, self.base[i] + self.model.abort(self.runs[i][-1]))
-        for ticket, _ in plan.grants:
+            door.progress(ticket, self.base[i] + self.models[self.where[i]].abort(self.runs[i][-1]))
+        for ticket, upstream in plan.grants:
             i = int(ticket.request_id)
             priority = None
             if self.front is not None and self.front.send_priority:  # as seqsched serve sends it
                 priority = self.requests[i].predicted_len + (BATCH_PRIORITY if ticket.lane == "batch" else 0)
-            self._forward(i, priority, ticket.generated)
+            self._forward(i, upstream, priority, ticket.generated)
 
-    def _forward(self, i: int, priority: float | None, generated: int = 0) -> None:
-        """Send request ``i`` to vLLM; a continuation carries the ``generated`` tokens it has."""
-        r, runs = self.requests[i], self.runs[i]
+    def _forward(self, i: int, replica: int, priority: float | None, generated: int = 0) -> None:
+        """Send request ``i`` to a replica; a continuation carries the ``generated`` tokens it has."""
+        r, runs, model = self.requests[i], self.runs[i], self.models[replica]
         rid = i if not runs else len(self.requests) + len(self.owner)
         sim = SimRequest(rid, r.prompt_tokens + generated, r.output_tokens - generated, arrival=r.arrival,
                          priority=priority if priority is not None else r.arrival)  # fmt: skip
-        if runs:  # vLLM's prefix cache still holds the blocks the last run computed
+        if runs and self.where[i] == replica:  # that replica's prefix cache still holds the last run's blocks
             sim.cached_blocks, sim.cache_stamp = runs[-1].cached_blocks, runs[-1].cache_stamp
         runs.append(sim)
         self.owner[rid] = i
-        self.base[i] = generated
-        self.model.add(sim)
+        self.base[i], self.where[i] = generated, replica
+        if not model.has_unfinished():
+            model.clock = max(model.clock, self.now)  # idle until now
+        model.add(sim)
 
     def _finished(self, sim: SimRequest) -> None:
         i = self.owner[sim.rid]
@@ -203,7 +237,7 @@ class _Server:
             assert sim.first_token_at is not None and sim.finished_at is not None
             self.door.observe_interactive((sim.finished_at - sim.first_token_at) / (sim.generated - 1))
         self.door.release(ticket.lease)
-        self._decide(self.door, self.model.clock)
+        self._decide(self.door, self.now)
 
     def _served(self, i: int) -> Served:
         runs = self.runs[i]

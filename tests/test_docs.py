@@ -20,7 +20,9 @@ PLACEHOLDERS = ("...", "[", "<", " N ", "|")  # a command that names a shape, no
 def commands(text: str) -> list[str]:
     """Commands in fenced blocks (one a line, continuations joined) and in inline code."""
     found = []
-    for block in re.findall(r"```(?:bash)?\n(.*?)```", text, re.S):
+    for language, block in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
+        if language not in ("", "bash"):
+            continue  # a Python example's lines are not commands
         for line in block.replace("\\\n", " ").split("\n"):
             line = line.split(" #")[0].strip()
             match = re.search(r"(?:^|\| |&& )(?:\.venv/bin/)?(seqsched .*)$", line)

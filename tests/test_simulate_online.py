@@ -103,7 +103,6 @@ def test_recorded_arrivals_drive_the_server(tmp_path: Path, capsys: pytest.Captu
         (["--rates", "2", "--strategies", "vanilla"], "--strategies is for offline runs"),
         (["--rates", "2", "--arrivals", "x.jsonl"], "give one"),
         (["--rates", "fast"], "--rates: 'fast'"),
-        (["--rates", "2", "--policies", "sjf"], "needs a saved predictor"),
         (["--rates", "2", "--policies", "lifo"], "--policies: 'lifo'"),
     ],
 )
@@ -156,3 +155,16 @@ def test_least_work_sends_new_requests_away_from_a_replica_busy_with_long_ones()
     log.clear()
     simulate_server(load, limits, UNIT, dataclasses.replace(front, door=DoorConfig("fcfs", routing="round-robin")), log)
     assert [u for what, _, u in log if what == "grant"] == [0, 1, 0, 1, 0]
+
+
+def test_a_learned_policy_without_a_predictor_uses_the_shipped_proxy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--trace", str(_trace(tmp_path)), "--rates", "1.2x", "--cost-model", "cpu-default-model",
+                 "--max-num-seqs", "4"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert "sjf predicts with the shipped text proxy" in captured.err and "SIMULATED server" in captured.out
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps({"id": f"r{i}", "L_t0.0": 5 + i}) + "\n" for i in range(8)))
+    assert main(["simulate", "--trace", str(bare), "--rates", "1.2x", "--cost-model", "cpu-default-model"]) == 2
+    assert "no prompt text to predict from" in capsys.readouterr().err

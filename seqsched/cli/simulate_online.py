@@ -161,14 +161,18 @@ def _predictions(args: argparse.Namespace, arms: list[Arm], trace: Any, requests
     """Each arm's predicted lengths: the trace's oracle field, or the predictor's."""
     out: dict[str, list[float]] = {}
     learned = [a for a in arms if a.policy != "fcfs" and not a.oracle]
-    if learned and args.predictor is None:
-        raise ValueError(
-            f"--policies {learned[0]}: needs a saved predictor (--predictor PATH), or use {learned[0]}+oracle"
-        )
     if learned:
-        from seqsched.build import load_saved_predictor
+        from seqsched.build import DEFAULT_PROXY, load_saved_predictor
 
-        guesses = [float(g) for g in load_saved_predictor(args.predictor).predict_requests(requests)]
+        path = args.predictor
+        if path is None:  # the shipped text proxy: it reads the prompts' text
+            if not any(record.text for record in trace.records):
+                raise ValueError(f"--policies {learned[0]}: the trace has no prompt text to predict from: give "
+                                 f"--predictor PATH, or use {learned[0]}+oracle")  # fmt: skip
+            print(f"seqsched simulate: {learned[0]} predicts with the shipped text proxy ({DEFAULT_PROXY}); "
+                  "--predictor PATH for yours", file=sys.stderr)  # fmt: skip
+            path = DEFAULT_PROXY
+        guesses = [float(g) for g in load_saved_predictor(path).predict_requests(requests)]
         out.update({str(a): guesses for a in learned})
     if any(a.oracle for a in arms):
         known = trace.oracle(args.oracle)

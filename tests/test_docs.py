@@ -24,7 +24,7 @@ def commands(text: str) -> list[str]:
         if language not in ("", "bash"):
             continue  # a Python example's lines are not commands
         for line in block.replace("\\\n", " ").split("\n"):
-            line = line.split(" #")[0].strip()
+            line = line.split(" #")[0].strip().removesuffix("&").strip()  # a server started in the background
             match = re.search(r"(?:^|\| |&& )(?:\.venv/bin/)?(seqsched .*)$", line)
             if match:
                 found.append(" ".join(match.group(1).split()))

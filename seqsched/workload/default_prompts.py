@@ -224,11 +224,25 @@ def main(argv: list[str] | None = None) -> None:
         help='request lines {"custom_id", "prompt"} instead of text (text: one prompt a line, a prompt\'s own line '
         "breaks become spaces; --jsonl keeps them)",
     )
+    p.add_argument(
+        "--batch-lines",
+        metavar="MODEL",
+        nargs="?",
+        const="seqsched/assets/default_model",
+        help="OpenAI Batch request lines for /v1/chat/completions, each asking MODEL (default: the built-in "
+        "model, as `seqsched serve --model seqsched/assets/default_model` names it), greedy, 128 tokens at most",
+    )
     args = p.parse_args(argv)
     prompts = predictor_training_prompts(args.n, args.seed) if args.training else default_prompts(args.n, args.seed)
     prefix = "train" if args.training else "default"
     joined = 0
     for i, prompt in enumerate(prompts):
+        if args.batch_lines:
+            body = {"model": args.batch_lines, "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": 128, "temperature": 0}  # fmt: skip
+            print(json.dumps({"custom_id": f"{prefix}-{i}", "method": "POST", "url": "/v1/chat/completions",
+                              "body": body}))  # fmt: skip
+            continue
         if args.jsonl:
             print(json.dumps({"custom_id": f"{prefix}-{i}", "prompt": prompt}))
             continue

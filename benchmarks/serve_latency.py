@@ -50,8 +50,9 @@ def main() -> None:
     p.add_argument(
         "--arms",
         default="sjf/16/32",
-        help="seqsched arms, comma-separated POLICY/MAX_INFLIGHT/MAX_BYPASS[/ROUTING] (-1: no bound); several "
-        "for the aging knob",
+        help="seqsched arms, comma-separated POLICY/MAX_INFLIGHT/MAX_BYPASS[/ROUTING][/oracle] (-1: no bound); "
+        "several for the aging knob; /oracle: true lengths instead of the predictor (the ceiling; alpaca only, "
+        "whose lengths are forced)",
     )
     p.add_argument("--behind", type=int, default=1, help="vLLM servers behind seqsched (routing across them)")
     p.add_argument("--no-plain", action="store_true", help="no plain-vLLM arm: ratios are to the first seqsched arm")
@@ -197,13 +198,17 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
 @contextlib.contextmanager
 def _seqsched(upstreams: list[str], args: argparse.Namespace, spec: str, work: Path) -> Iterator[str]:
     policy, inflight, bypass, *routing = spec.split("/")
+    oracle = routing[-1:] == ["oracle"]
+    routing = routing[:-1] if oracle else routing
     port = free_port()
     command = [sys.executable, "-m", "seqsched", "serve", "--port", str(port), "--policy", policy,
                "--max-bypass", bypass, "--max-inflight", inflight,
                "--routing", *(routing or ["least-work"])]  # fmt: skip
     for url in upstreams:
         command += ["--upstream", url]
-    if args.predictor:
+    if oracle:
+        command += ["--predictor", str(_oracle(work))]
+    elif args.predictor:
         command += ["--predictor", args.predictor]
     log = (work / f"seqsched-{spec.replace('/', '-')}.log").open("w")
     process = subprocess.Popen(command, stderr=log, stdout=log)
@@ -223,6 +228,16 @@ def _seqsched(upstreams: list[str], args: argparse.Namespace, spec: str, work: P
         process.terminate()
         process.wait(30)
         log.close()
+
+
+def _oracle(work: Path) -> Path:
+    """True lengths, by prompt text: each request's forced length (the alpaca workload's)."""
+    from seqsched.predict.oracle import OraclePredictor
+
+    rows = [json.loads(line) for line in (work / "requests.jsonl").read_text().splitlines() if line.strip()]
+    path = work / "oracle_predictor"
+    OraclePredictor({OraclePredictor.key(r["prompt"]): int(r["output_tokens"]) for r in rows}, by="text").save(path)
+    return path
 
 
 def _dataset(args: argparse.Namespace, path: Path) -> tuple[Path, bool]:

@@ -204,3 +204,19 @@ def test_array_files_refuse_objects_and_name_what_is_missing(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="not a readable array file"):
         load_arrays(tmp_path / "c.npz")["obj"]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_oracle_by_text_serves_requests_that_have_no_trace_ids(tmp_path: Path) -> None:
+    """A benchmark's ceiling for the server: the prompt's forced length, found by its text."""
+    from seqsched.build import load_saved_predictor
+    from seqsched.predict.oracle import OraclePredictor
+    from seqsched.request import Request
+
+    lengths = {OraclePredictor.key("Tell me a story."): 120, OraclePredictor.key("Name a color."): 3}
+    OraclePredictor(lengths, by="text").save(tmp_path / "oracle")
+    loaded = load_saved_predictor(tmp_path / "oracle")
+    requests = [Request(0, "served", prompt="Name a color."), Request(1, "served", prompt="Tell me a story.")]
+    assert loaded.predict_requests(requests) == [3, 120]
+    assert "Tell me" not in (tmp_path / "oracle" / "predictor.json").read_text(), "digests, not prompts"
+    with pytest.raises(KeyError, match="no length for 1"):
+        loaded.predict_requests([Request(0, "served", prompt="unknown")])

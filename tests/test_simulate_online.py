@@ -168,3 +168,15 @@ def test_a_learned_policy_without_a_predictor_uses_the_shipped_proxy(
     bare.write_text("".join(json.dumps({"id": f"r{i}", "L_t0.0": 5 + i}) + "\n" for i in range(8)))
     assert main(["simulate", "--trace", str(bare), "--rates", "1.2x", "--cost-model", "cpu-default-model"]) == 2
     assert "no prompt text to predict from" in capsys.readouterr().err
+
+
+def test_simulate_rates_with_replicas(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "online.json"
+    argv = ["simulate", "--trace", str(_trace(tmp_path)), "--rates", "1.5x", "--policies", "fcfs,sjf+oracle",
+            "--oracle", "L_t0.0", "--cost-model", "cpu-default-model", "--max-num-seqs", "4", "--replicas", "2",
+            "--routing", "round-robin", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "2 replica(s)" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["replicas"] == 2 and all(r["completed"] == 32 for r in report["rows"])
+    assert main([*argv[:-2], "--replicas", "0"]) == 2

@@ -39,6 +39,10 @@ def add_online_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="seqsched serve: requests at vLLM at once (default: --max-num-seqs)",
     )
+    g.add_argument("--replicas", type=int, default=1,
+                   help="vLLM servers, each of the engine's size (fcfs: a round-robin balancer in front)")  # fmt: skip
+    g.add_argument("--routing", choices=["least-work", "round-robin"], default="least-work",
+                   help="seqsched serve's routing across --replicas")  # fmt: skip
 
 
 def is_online(args: argparse.Namespace) -> bool:
@@ -90,7 +94,7 @@ def parse_rates(text: str) -> list[str]:
 
 
 def run_online(args: argparse.Namespace, trace: Any, requests: list[Any]) -> int:
-    from seqsched.simulate.server import LatencySummary, OnlineRequest, front_queue, simulate_server
+    from seqsched.simulate.server import LatencySummary, OnlineRequest, simulate_server
     from seqsched.simulate.step_cost import load_step_cost
     from seqsched.simulate.vllm_model import SchedulerLimits
     from seqsched.workload.arrivals import arrival_times, read_arrivals
@@ -111,8 +115,7 @@ def run_online(args: argparse.Namespace, trace: Any, requests: list[Any]) -> int
         load = [
             dataclasses.replace(b, arrival=t, predicted_len=g) for b, t, g in zip(base, times, guesses, strict=True)
         ]
-        front = None if arm.policy == "fcfs" else front_queue(arm.policy, args.max_bypass, args.max_inflight)
-        return LatencySummary.of(simulate_server(load, limits, cost, front))
+        return LatencySummary.of(simulate_server(load, limits, cost, _front(arm, args)))
 
     capacity = run(Arm("fcfs"), [0.0] * len(base)).throughput
     rows = []
@@ -137,6 +140,8 @@ def run_online(args: argparse.Namespace, trace: Any, requests: list[Any]) -> int
         "cost_model": args.cost_model,
         "cost_source": source,
         "engine": dataclasses.asdict(limits),
+        "replicas": args.replicas,
+        "routing": args.routing,
         "capacity_req_s": capacity,
         "burstiness": args.burstiness,
         "rows": rows,
@@ -151,6 +156,20 @@ def run_online(args: argparse.Namespace, trace: Any, requests: list[Any]) -> int
     if args.plot is not None:
         plot_online(report, args.plot)
     return 0
+
+
+def _front(arm: Arm, args: argparse.Namespace) -> Any:
+    """Plain vLLM (one, or several behind a round-robin balancer), or seqsched serve in front."""
+    from seqsched.schedule.front_door import DoorConfig
+    from seqsched.simulate.server import SimFront
+
+    if arm.policy == "fcfs":
+        if args.replicas == 1:
+            return None
+        return SimFront(DoorConfig("fcfs", None, "round-robin"), max_inflight=1 << 30, send_priority=False,
+                        replicas=args.replicas)  # fmt: skip
+    door = DoorConfig(arm.policy, args.max_bypass, args.routing)  # type: ignore[arg-type]
+    return SimFront(door, max_inflight=args.max_inflight, replicas=args.replicas)
 
 
 def _rate(text: str, capacity: float) -> float:
@@ -184,7 +203,8 @@ def _predictions(args: argparse.Namespace, arms: list[Arm], trace: Any, requests
 def format_online(report: dict[str, Any]) -> str:
     engine = report["engine"]
     lines = [
-        f"SIMULATED server: {report['num_requests']} requests, max_num_seqs {engine['max_num_seqs']}, "
+        f"SIMULATED server: {report['num_requests']} requests, {report.get('replicas', 1)} replica(s) of "
+        f"max_num_seqs {engine['max_num_seqs']}, "
         f"max_num_batched_tokens {engine['max_num_batched_tokens']}, KV blocks {engine['num_blocks'] or 'unlimited'}; "
         f"capacity (fcfs, all at once) {report['capacity_req_s']:.2f} req/s",
         "",

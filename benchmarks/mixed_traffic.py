@@ -34,7 +34,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,7 +47,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serve_latency import figures  # noqa: E402
+from benchmarks.serve_latency import figures, serve_process  # noqa: E402
 from seqsched.serve.launch import LocalVLLMConfig, free_port, local_vllm  # noqa: E402
 
 ARMS = ("alone", "naive", "vllm-priority", "lane-constant", "lane", "lane-fcfs", "lane-full")
@@ -202,22 +201,8 @@ def _seqsched(upstream: str, args: argparse.Namespace, predictor: str, batch_dir
     command = [sys.executable, "-m", "seqsched", "serve", "--upstream", upstream, "--port", str(port),
                "--max-inflight", str(args.max_num_seqs), "--predictor", predictor, "--batch-dir", str(batch_dir),
                *extra]  # fmt: skip
-    log = batch_dir.with_suffix(".log").open("w")
-    process = subprocess.Popen(command, stderr=log, stdout=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            assert process.poll() is None and time.monotonic() < deadline, f"seqsched serve did not start: {log.name}"
-            time.sleep(0.2)
+    with serve_process(command, batch_dir.with_suffix(".log"), port) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(60)
-        log.close()
 
 
 def _submit(url: str, batch: list[dict[str, Any]], work: Path) -> str:

@@ -210,12 +210,20 @@ def _seqsched(upstreams: list[str], args: argparse.Namespace, spec: str, work: P
         command += ["--predictor", str(_oracle(work))]
     elif args.predictor:
         command += ["--predictor", args.predictor]
-    log = (work / f"seqsched-{spec.replace('/', '-')}.log").open("w")
+    with serve_process(command, work / f"seqsched-{spec.replace('/', '-')}.log", port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_process(command: list[str], log_path: Path, port: int) -> Iterator[str]:
+    """`seqsched serve` started by ``command`` (listening on ``port``), its output to
+    ``log_path``; yield its URL once healthy, stop it after."""
+    import httpx
+
+    log = log_path.open("w")
     process = subprocess.Popen(command, stderr=log, stdout=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        import httpx
-
         deadline = time.monotonic() + 120
         while True:
             with contextlib.suppress(httpx.HTTPError):
@@ -226,7 +234,7 @@ def _seqsched(upstreams: list[str], args: argparse.Namespace, spec: str, work: P
         yield url
     finally:
         process.terminate()
-        process.wait(30)
+        process.wait(60)
         log.close()
 
 

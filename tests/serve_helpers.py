@@ -262,3 +262,31 @@ def wait_for(condition: Any, what: str, timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def healthy(url: str) -> bool:
+    """Whether a server answers ``/health`` with 200."""
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def seqsched_serve(*args: str, timeout: float = 120) -> Iterator[str]:
+    """`seqsched serve ARGS` as users run it, in a process of its own, on a free loopback
+    port; yield its URL once healthy, and stop it after."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "seqsched", "serve", "--port", str(port), *args],
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: healthy(url), "seqsched serve to start", timeout)
+        yield url
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)

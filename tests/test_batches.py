@@ -17,7 +17,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serve_helpers import OUTPUT_ID, FakeUpstream, chat, free_port, letter, metric, running, serving, wait_for
+from tests.serve_helpers import (
+    OUTPUT_ID,
+    FakeUpstream,
+    chat,
+    free_port,
+    healthy,
+    letter,
+    metric,
+    running,
+    serving,
+    wait_for,
+)
 
 ENDED = ("completed", "failed", "cancelled", "expired")
 
@@ -257,7 +268,7 @@ def test_a_server_killed_mid_batch_resumes_with_nothing_lost_or_repeated(tmp_pat
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: _up(url), "seqsched serve", 60)
+            wait_for(lambda: healthy(url), "seqsched serve", 60)
             client = _client(url)
             batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
                                           endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
@@ -266,7 +277,7 @@ def test_a_server_killed_mid_batch_resumes_with_nothing_lost_or_repeated(tmp_pat
             server.wait(10)
             answered_before = len(fake.finished)
             server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-            wait_for(lambda: _up(url), "seqsched serve, again", 60)
+            wait_for(lambda: healthy(url), "seqsched serve, again", 60)
             done = _wait(client, batch.id, timeout=120)
             output = _jsonl(client, done.output_file_id)
         finally:
@@ -278,13 +289,6 @@ def test_a_server_killed_mid_batch_resumes_with_nothing_lost_or_repeated(tmp_pat
         content = line["response"]["body"]["choices"][0]["message"]["content"]
         assert content == "".join(letter(k) for k in range(20 + i % 9))
     assert answered_before >= 10 and len(fake.finished) <= 40 + 4, "only the lines in flight at the kill ran twice"
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ else:
 from openai import OpenAI
 
 from seqsched.serve.launch import LocalVLLMConfig, free_port, local_vllm
-from tests.serve_helpers import wait_for
+from tests.serve_helpers import healthy, seqsched_serve, wait_for
 
 MODEL = str(Path(__file__).parent.parent / "seqsched" / "assets" / "default_model")
 PROMPTS = ["Tell me about the sea.", "What is a robot?", "Write about bread.", "Describe the moon at night.",
@@ -44,27 +43,8 @@ def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@contextmanager
-def _seqsched(upstream: str, batch_dir: Path, *extra: str, port: int | None = None) -> Iterator[str]:
-    port = port or free_port()
-    command = [sys.executable, "-m", "seqsched", "serve", "--upstream", upstream, "--port", str(port),
-               "--batch-dir", str(batch_dir), "--max-inflight", "4", *extra]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _up(url), "seqsched serve", 120)
-        yield url
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(30)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+def _serve(vllm_url: str, batch_dir: Path, *extra: str) -> Any:
+    return seqsched_serve("--upstream", vllm_url, "--batch-dir", str(batch_dir), "--max-inflight", "4", *extra)
 
 
 def _lines(n: int, max_tokens: int = 48, **extra: Any) -> list[dict[str, Any]]:
@@ -111,7 +91,7 @@ def test_the_openai_client_runs_a_batch_on_vllm(vllm_url: str, tmp_path: Path) -
 
     lines = [*_lines(6), "{torn", {"custom_id": "r9", "method": "POST", "url": "/v1/chat/completions",
                                    "body": {"model": MODEL, "messages": []}}]  # fmt: skip
-    with _seqsched(vllm_url, tmp_path / "d") as url:
+    with _serve(vllm_url, tmp_path / "d") as url:
         batch, output, errors = _run_batch(url, _write(tmp_path / "in.jsonl", lines))
         direct = OpenAI(base_url=f"{vllm_url}/v1", api_key="none")
         reference = [direct.chat.completions.create(model=MODEL, messages=x["body"]["messages"], max_tokens=48,
@@ -127,7 +107,7 @@ def test_the_openai_client_runs_a_batch_on_vllm(vllm_url: str, tmp_path: Path) -
 
 
 def test_cancel_and_paging_on_vllm(vllm_url: str, tmp_path: Path) -> None:
-    with _seqsched(vllm_url, tmp_path / "d") as url:
+    with _serve(vllm_url, tmp_path / "d") as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
         file_id = client.files.create(
             file=_write(tmp_path / "in.jsonl", _lines(40, 200)).open("rb"), purpose="batch"
@@ -180,7 +160,7 @@ def test_batch_requests_preempted_by_interactive_ones_answer_as_if_they_never_we
     vllm_url: str, tmp_path: Path
 ) -> None:
     lines = _lines(8, 200, return_token_ids=True)
-    with _seqsched(vllm_url, tmp_path / "d", "--max-inflight", "2") as url:
+    with _serve(vllm_url, tmp_path / "d", "--max-inflight", "2") as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
         batch = client.batches.create(
             input_file_id=client.files.create(file=_write(tmp_path / "in.jsonl", lines).open("rb"), purpose="batch").id,
@@ -202,7 +182,9 @@ def test_batch_requests_preempted_by_interactive_ones_answer_as_if_they_never_we
 
 def test_a_server_killed_mid_batch_writes_what_an_uninterrupted_one_writes(vllm_url: str, tmp_path: Path) -> None:
     inp = _write(tmp_path / "in.jsonl", _lines(24, 96))
-    with _seqsched(vllm_url, tmp_path / "reference") as url:
+    with seqsched_serve(
+        "--upstream", vllm_url, "--batch-dir", str(tmp_path / "reference"), "--max-inflight", "4"
+    ) as url:
         _, reference, _ = _run_batch(url, inp)
     port = free_port()
     command = [sys.executable, "-m", "seqsched", "serve", "--upstream", vllm_url, "--port", str(port),
@@ -210,7 +192,7 @@ def test_a_server_killed_mid_batch_writes_what_an_uninterrupted_one_writes(vllm_
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _up(url), "seqsched serve", 120)
+        wait_for(lambda: healthy(url), "seqsched serve", 120)
         client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
         batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
                                       endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
@@ -218,7 +200,7 @@ def test_a_server_killed_mid_batch_writes_what_an_uninterrupted_one_writes(vllm_
         server.send_signal(signal.SIGKILL)
         server.wait(10)
         server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-        wait_for(lambda: _up(url), "seqsched serve, again", 120)
+        wait_for(lambda: healthy(url), "seqsched serve, again", 120)
         done, output, errors = _finish(client, batch.id)
     finally:
         server.kill()

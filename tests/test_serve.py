@@ -11,51 +11,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from seqsched.serve.app import build_app
 from seqsched.serve.config import ServeConfig
-from tests.serve_helpers import FakeUpstream, free_port, running
-
-
-def _predict(text: str, max_tokens: int | None) -> int:
-    """A perfect predictor for the fake's prompts (``tokens N``)."""
-    return int(text.split("tokens ")[1].split()[0]) if "tokens " in text else 3
-
-
-@contextmanager
-def _serving(*fakes: FakeUpstream | str, **options: Any) -> Iterator[str]:
-    """seqsched in front of the fakes (or of plain URLs: nothing there); yield its URL."""
-    with _upstream_urls(list(fakes)) as urls:
-        config = ServeConfig(upstreams=tuple(urls), **options)
-        app = build_app(config, _predict)
-        with running(app) as url:
-            yield url
-
-
-@contextmanager
-def _upstream_urls(fakes: list[FakeUpstream | str]) -> Iterator[list[str]]:
-    if not fakes:
-        yield []
-        return
-    first, *rest = fakes
-    if isinstance(first, str):
-        with _upstream_urls(rest) as others:
-            yield [first, *others]
-        return
-    with running(first.app()) as url, _upstream_urls(rest) as others:
-        yield [url, *others]
-
-
-def _chat(url: str, content: str, **body: Any) -> httpx.Response:
-    payload = {"model": "fake", "messages": [{"role": "user", "content": content}], **body}
-    return httpx.post(f"{url}/v1/chat/completions", json=payload, timeout=30)
+from tests.serve_helpers import FakeUpstream, free_port, healthy, running
+from tests.serve_helpers import chat as _chat
+from tests.serve_helpers import fake_predict as _predict
+from tests.serve_helpers import metric as _metric
+from tests.serve_helpers import serving as _serving
+from tests.serve_helpers import wait_for as _wait_for
 
 
 def test_chat_and_completions_pass_through_streamed_and_not(tmp_path: Path) -> None:
@@ -121,13 +89,6 @@ def _queued(url: str) -> float:
 def _in_seqsched(url: str) -> float:
     """Requests seqsched has taken in: predicted so far (its predict-time histogram count)."""
     return _metric(url, "seqsched_predict_seconds_count")
-
-
-def _metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def test_with_one_slot_a_burst_is_forwarded_shortest_predicted_first() -> None:
@@ -267,7 +228,7 @@ def test_sigterm_stops_taking_requests_and_drains_those_in_flight(tmp_path: Path
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_for(lambda: _up(url), "seqsched serve to start", timeout=60)
+            _wait_for(lambda: healthy(url), "seqsched serve to start", timeout=60)
             results: list[int] = []
             t = threading.Thread(target=lambda: results.append(_chat(url, "tokens 100").status_code))
             t.start()
@@ -279,7 +240,7 @@ def test_sigterm_stops_taking_requests_and_drains_those_in_flight(tmp_path: Path
         finally:
             if process.poll() is None:
                 process.kill()
-        assert not _up(url), "nothing listens after the drain"
+        assert not healthy(url), "nothing listens after the drain"
 
 
 def test_serve_refuses_bad_options_before_starting(tmp_path: Path) -> None:
@@ -297,20 +258,6 @@ def test_serve_listens_on_loopback_unless_told() -> None:
 def _post_with_timeout(url: str, content: str, timeout: float) -> httpx.Response:
     payload = {"model": "fake", "messages": [{"role": "user", "content": content}]}
     return httpx.post(f"{url}/v1/chat/completions", json=payload, timeout=timeout)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _wait_for(condition: Any, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serve_helpers import FakeUpstream, chat, free_port, metric, running, serving, wait_for
+from tests.serve_helpers import (
+    FakeUpstream,
+    chat,
+    free_port,
+    healthy,
+    metric,
+    running,
+    seqsched_serve,
+    serving,
+    wait_for,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -144,34 +154,11 @@ def _closed(conn: socket.socket, within: float) -> bytes | None:
     return data
 
 
-@contextmanager
-def _served_process(upstream: str, *extra: str) -> Iterator[int]:
-    """`seqsched serve` as users run it (uvicorn with its client limits); yield its port."""
-    import subprocess
-    import sys
-
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "seqsched", "serve", "--upstream", upstream,
-                                "--port", str(port), *extra], stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        wait_for(lambda: _up(port), "seqsched serve to start", timeout=60)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
-def _up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_idle_and_slow_header_clients_are_closed_and_a_connection_cap_holds() -> None:
     fake = FakeUpstream()
-    with running(fake.app()) as upstream, _served_process(upstream, "--header-timeout", "1", "--max-connections",
-                                                           "20") as port:  # fmt: skip
+    options = ("--header-timeout", "1", "--max-connections", "20")
+    with running(fake.app()) as upstream, seqsched_serve("--upstream", upstream, *options) as url:
+        port = int(url.rsplit(":", 1)[1])
         idle = _raw(port)
         slow = _raw(port)
         slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # and then nothing
@@ -183,7 +170,7 @@ def test_idle_and_slow_header_clients_are_closed_and_a_connection_cap_holds() ->
         assert len(refused) >= 5, "connections beyond the cap get a 503"
         for c in crowd:
             c.close()
-        assert chat(f"http://127.0.0.1:{port}", "tokens 2").status_code == 200
+        assert chat(url, "tokens 2").status_code == 200
 
 
 def test_a_stream_nobody_reads_gives_its_slot_back() -> None:
@@ -343,7 +330,7 @@ def test_a_short_drain_ends_on_time_with_openai_shaped_503s() -> None:
                                    stderr=subprocess.DEVNULL)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_for(lambda: _up(port), "seqsched serve to start", timeout=60)
+            wait_for(lambda: healthy(url), "seqsched serve to start", timeout=60)
             results: dict[str, Any] = {}
 
             def stream() -> None:

@@ -7,8 +7,9 @@ Regimes (the paper's workload: Alpaca prompts, Vicuna-7B's greedy lengths, drawn
 - one server, slot-bound (256 slots, KV unlimited): below, at and above capacity, and a burst;
 - one server, KV-bound: the KV cache of a 7B model with full attention on a 40 GB A100
   (2,700 blocks of 16), and a third of it;
-- several replicas: 4 servers behind seqsched (least predicted work) against 4 behind a
-  round-robin balancer.
+- several replicas: 4 servers behind seqsched (least predicted work, or round-robin) against
+  4 plain ones behind a round-robin balancer, with 4x the requests (capacity is measured
+  with every request sent at once: each slot needs as many waves as one server's had).
 Each cell is mean end-to-end latency as a ratio to plain vLLM's (fcfs) at the same load.
 
     python benchmarks/regimes.py --predictor runs/alpaca_proxy -o runs/regimes.json
@@ -49,13 +50,14 @@ def main() -> None:
     p.add_argument("-o", "--output", type=Path, default=None)
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    base = [r for r in _base_records(args.vicuna)]
-    trace = _draw(base, args.requests, args.work / "trace.jsonl")
+    base = list(_base_records(args.vicuna))
+    traces = {n: _draw(base, n, args.work / f"trace_{n}.jsonl") for n in (args.requests, 4 * args.requests)}
     engine = ["--cost-model", "a100-vllm-llama-8b", "--max-num-seqs", "256", "--max-num-batched-tokens", "8192",
               "--block-size", "16", "--predictor", args.predictor, "--oracle", "L_t0.0"]  # fmt: skip
     report: dict[str, Any] = {}
     for name, extra in REGIMES.items():
         out = args.work / f"{name.split()[0]}-{len(report)}.json"
+        trace = traces[4 * args.requests if "--replicas" in extra else args.requests]
         subprocess.run([*SEQSCHED, "simulate", "--trace", str(trace), *engine, *extra, "--rates", args.rates,
                         "--policies", "fcfs,sjf,sjf+oracle", "--json", str(out)],
                        check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip

@@ -10,7 +10,8 @@ share of capacity; a batch (drawn from the train split) is there from the start.
 - ``naive``: the batch sent straight to vLLM as fast as it takes it (fcfs);
 - ``vllm-priority``: vLLM's priority policy, the batch at a lower priority;
 - ``lane-constant``: seqsched's lane with a constant predictor;
-- ``lane``: seqsched's lane with the predictor (``--predictor``), or true lengths (``+oracle``).
+- ``lane``: seqsched's lane with the predictor (``--predictor``; default: true lengths);
+- ``lane-full``: the lane with no TPOT target (batch work takes every slot it can).
 Per point: interactive mean, p99, TTFT and TPOT as ratios to ``alone``; the batch's tokens/s
 while interactive traffic runs as a share of spare capacity (capacity's tokens/s less the
 interactive tokens/s); preemptions and tokens recomputed.
@@ -40,7 +41,7 @@ from seqsched.simulate.step_cost import load_step_cost  # noqa: E402
 from seqsched.simulate.vllm_model import SchedulerLimits  # noqa: E402
 from seqsched.workload.arrivals import arrival_times  # noqa: E402
 
-ARMS = ("alone", "naive", "vllm-priority", "lane-constant", "lane")
+ARMS = ("alone", "naive", "vllm-priority", "lane-constant", "lane", "lane-full")
 
 
 def main() -> None:
@@ -127,6 +128,7 @@ def _point(interactive: list[OnlineRequest], batch: list[OnlineRequest], limits:
     arms["vllm-priority"] = simulate_server(prioritized, dataclasses.replace(limits, policy="priority"), cost)
     arms["lane-constant"] = simulate_server(constant, limits, cost, SimFront(lane))
     arms["lane"] = simulate_server(interactive + batch, limits, cost, SimFront(lane))
+    arms["lane-full"] = simulate_server(interactive + batch, limits, cost, SimFront(door))
     n = len(interactive)
     base = LatencySummary.of(alone)
     window = max(s.finished for s in alone)

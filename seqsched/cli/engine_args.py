@@ -110,7 +110,9 @@ def add_plan_args(g: Any) -> None:
         "--max-bypass",
         type=int,
         default=1024,
-        help="aging bound of sjf/ljf: no request is overtaken by more than this many later ones",
+        help="aging bound of sjf/ljf: no request is overtaken by more than this many later ones (looser than "
+        "serve's 128: a job's requests all arrive at once and it is judged by its makespan and mean, not by "
+        "each request's wait)",
     )
 
 

@@ -49,7 +49,9 @@ def add_parser(subparsers: Any) -> None:
         "--max-bypass",
         type=int,
         default=DEFAULT_MAX_BYPASS,
-        help="aging bound: no request is overtaken by more than this many later ones (-1: no bound)",
+        help="aging bound: no request is overtaken by more than this many later ones (-1: no bound; tighter "
+        "than a job's 1024: each served request has someone waiting on it; 128 halved mean latency at 1.5x "
+        "load with p99 within 1.25x, docs/serving.md)",
     )
     g.add_argument(
         "--max-inflight",

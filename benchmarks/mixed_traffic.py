@@ -12,9 +12,10 @@ split). A batch of ``--batch`` requests (the train split) runs at the same time:
 - ``vllm-priority``: the same, at a lower vLLM priority than the interactive requests;
 - ``lane-constant``: `seqsched serve` with the batch submitted with ``client.batches.create``,
   its lane keeping interactive TPOT under ``--tpot-target`` x alone's, a constant predictor;
-- ``lane``: the same with the predictor (``--predictor``);
+- ``lane``: the same with the predictor (``--predictor``), ``--batch-order auto`` (shortest
+  predicted first while interactive traffic is about, longest first when quiet);
 - ``lane-fcfs``: the same, its batch requests in submission order (the prediction only
-  chooses whom to preempt);
+  chooses whom to preempt; the server's default);
 - ``lane-full``: the lane with no TPOT target (batch work takes every slot it can).
 The batch runs from just before the interactive requests to their end; what it made in that
 window (the output tokens of batch requests that finished) over the window's length, as a
@@ -55,8 +56,8 @@ ARMS = ("alone", "naive", "vllm-priority", "lane-constant", "lane", "lane-fcfs",
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a random Llama of at least 25M parameters (runs/cpu-27m)")
-    p.add_argument("--predictor", required=True)
+    p.add_argument("--model", help="a random Llama of at least 25M parameters (runs/cpu-27m)")
+    p.add_argument("--predictor")
     p.add_argument("--vicuna", type=Path, default=ROOT.parent / "shared" / "data" / "alpaca-vicuna-lengths.jsonl")
     p.add_argument("--loads", default="0.2,0.4,0.6,0.8")
     p.add_argument("--burstiness", default="1,0.25")
@@ -70,7 +71,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", type=Path, default=None)
     p.add_argument("--plot", type=Path, default=None)
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="no run: tabulate (and --plot) the runs of these -o reports together, each point "
+                        "against its own report's capacity and alone arm")  # fmt: skip
     args = p.parse_args()
+    if args.merge is not None:
+        merge(args.merge, args.plot)
+        return
+    if args.model is None or args.predictor is None:
+        p.error("--model and --predictor are required (unless --merge)")
     work = Path(tempfile.mkdtemp(prefix="seqsched-mixed-"))
     interactive, batch = _workload(args, work)
     constant = _constant_predictor(work, batch)
@@ -174,7 +183,8 @@ def _arm(name: str, vllm_url: str, rate: float, shape: float, args: argparse.Nam
     extra = (
         ["--batch-tpot-target", f"{target:.6f}"] if name in ("lane", "lane-constant", "lane-fcfs") and target else []
     )
-    extra += ["--batch-order", "fcfs"] if name == "lane-fcfs" else []
+    if name.startswith("lane"):  # the order each arm was measured with, whatever the default
+        extra += ["--batch-order", "fcfs" if name == "lane-fcfs" else "auto"]
     with _seqsched(vllm_url, args, predictor, work / f"batches-{name}-{time.time_ns()}", extra) as url:
         batch_id = None
         if name != "alone":
@@ -332,11 +342,26 @@ def summarise(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def format_table(table: list[dict[str, Any]], report: dict[str, Any]) -> str:
-    c = report["capacity"]
+def merge(paths: list[Path], plot_path: Path | None) -> None:
+    """The table (and plot) of several reports' runs: points later reports hold replace earlier ones'."""
+    reports = [json.loads(path.read_text()) for path in paths]
+    table: list[dict[str, Any]] = []
+    for report in reports:
+        mine = [r for r in summarise(report) if r["arm"] != "alone"]
+        points = {(r["load"], r["burstiness"]) for r in mine}
+        table = [r for r in table if (r["load"], r["burstiness"]) not in points] + mine
+    table.sort(key=lambda r: (-r["burstiness"], r["load"], ARMS.index(r["arm"])))
+    print(format_table(table, *reports))
+    if plot_path is not None:
+        plot(table, plot_path, *reports)
+
+
+def format_table(table: list[dict[str, Any]], *reports: dict[str, Any]) -> str:
+    capacities = ", ".join(f"{r['capacity']['req_s']:.2f} req/s ({r['capacity']['tokens_s']:.0f} tokens/s)"
+                           for r in reports)  # fmt: skip
     lines = [
-        f"Mixed traffic on one vLLM (CPU, max_num_seqs {report['args']['max_num_seqs']}): capacity {c['req_s']:.2f} "
-        f"req/s, {c['tokens_s']:.0f} tokens/s; interactive figures as ratios to interactive traffic alone",
+        f"Mixed traffic on one vLLM (CPU, max_num_seqs {reports[0]['args']['max_num_seqs']}): capacity "
+        f"{capacities}; interactive figures as ratios to interactive traffic alone",
         "",
         "| load | arrivals | arm | mean x | p99 x | TTFT x | TPOT x | batch tokens/s | of spare | preemptions | "
         "recomputed |",
@@ -359,7 +384,7 @@ def _line(run: dict[str, Any]) -> str:
             f"{run['batch_tokens_s']:.0f} tokens/s; preemptions {run['preemptions']:.0f}")  # fmt: skip
 
 
-def plot(table: list[dict[str, Any]], path: Path, report: dict[str, Any]) -> None:
+def plot(table: list[dict[str, Any]], path: Path, *reports: dict[str, Any]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -381,7 +406,8 @@ def plot(table: list[dict[str, Any]], path: Path, report: dict[str, Any]) -> Non
     axes[1].set_xlabel("interactive load (x capacity), Poisson")
     axes[1].set_ylabel("batch tokens/s, % of spare capacity")
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"Mixed traffic on one vLLM (CPU), capacity {report['capacity']['req_s']:.1f} req/s", fontsize=9)
+    capacity = " and ".join(f"{r['capacity']['req_s']:.1f}" for r in reports)
+    fig.suptitle(f"Mixed traffic on one vLLM (CPU), capacity {capacity} req/s (one round a point)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

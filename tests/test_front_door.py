@@ -105,8 +105,19 @@ def test_no_batch_request_is_granted_in_a_decision_that_preempted() -> None:
     assert all(not b.waiting for b in bs[2:])
 
 
-def test_the_lane_goes_shortest_first_with_interactive_traffic_and_longest_first_when_quiet() -> None:
-    door = _door([1], quiet_s=5.0)
+def test_the_lane_keeps_submission_order_by_default() -> None:
+    door = _door([1])
+    for name, n in (("mid", 50), ("short", 10), ("long", 90)):
+        _arrive(door, name, n, "batch")
+    granted = []
+    for now in (0.0, 1.0, 2.0):
+        granted += _granted(door, now=now)
+        door.release(next(door.ledger.holders()).number)
+    assert granted == ["mid", "short", "long"]
+
+
+def test_auto_goes_shortest_first_with_interactive_traffic_and_longest_first_when_quiet() -> None:
+    door = _door([1], quiet_s=5.0, order="auto")
     for name, n in (("mid", 50), ("short", 10), ("long", 90)):
         _arrive(door, name, n, "batch")
     assert _granted(door, now=0.0) == ["long"], "no interactive traffic yet: longest first"

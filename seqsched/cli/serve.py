@@ -77,9 +77,10 @@ def add_parser(subparsers: Any) -> None:
     b.add_argument("--batch-tpot-target", type=float, default=None,
                    help="seconds per output token the interactive requests should stay under: the lane runs "
                    "fewer batch requests while they are over it (default: no target)")  # fmt: skip
-    b.add_argument("--batch-order", choices=["auto", "sjf", "ljf", "fcfs"], default="auto",
-                   help="order of batch requests (auto: shortest first while interactive traffic is about, longest "
-                   "first when quiet)")  # fmt: skip
+    b.add_argument("--batch-order", choices=["auto", "sjf", "ljf", "fcfs"], default="fcfs",
+                   help="order of batch requests: fcfs (submission order; the prediction still picks whom to "
+                   "preempt), sjf, ljf, or auto (shortest first while interactive traffic is about, longest first "
+                   "when quiet; measured not to pay, docs/serving.md)")  # fmt: skip
     b.add_argument("--no-batch-preempt", action="store_true",
                    help="never stop a batch request for an interactive one (default: the one with the most predicted "
                    "work left is stopped and continued later)")  # fmt: skip

@@ -19,11 +19,14 @@ fills what they leave, under three limits:
   the batch request with the most predicted work left is stopped and put back at the
   front of its lane, to be continued from the tokens it has (``front_door.py``).
 
-Order inside the lane (``order``): ``auto`` takes the shortest predicted first while
-interactive traffic is about (a request running, or one arrived within ``quiet_s``), so
-slots turn over and fewer preemptions are needed, and the longest first when it is quiet,
-so a batch does not end on a tail of long answers with slots idle. ``sjf``, ``ljf`` and
-``fcfs`` fix one order.
+Order inside the lane (``order``): ``fcfs``, the default, keeps submission order. ``auto``
+takes the shortest predicted first while interactive traffic is about (a request running,
+or one arrived within ``quiet_s``), so slots turn over, and the longest first when it is
+quiet, so a batch does not end on a tail of long answers. Measured, it did not pay: at the
+same interactive TPOT the shortest-first lane made 15-25% fewer batch tokens on the
+SIMULATED A100 (a short answer carries its whole prompt's prefill for few tokens), and on
+this CPU the orders were within the noise of one round (docs/serving.md). ``sjf`` and
+``ljf`` fix one order.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class BatchLaneConfig:
     headroom: int = 0
     tpot_target_s: float | None = None
     preempt: bool = True
-    order: BatchOrder = "auto"
+    order: BatchOrder = "fcfs"  # measured: ordering by length did not pay (docs/serving.md)
     quiet_s: float = 5.0
     adapt_interval_s: float = 2.0
     backoff: float = 0.7

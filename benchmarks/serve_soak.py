@@ -88,8 +88,8 @@ async def _soak(url: str, port: int, pid: int, args: argparse.Namespace) -> dict
         stop = asyncio.Event()
         counts = {"held_ok": 0, "held_failed": 0, "idle_reconnects": 0, "loris_reconnects": 0}
         tasks = [asyncio.create_task(_held(session, url, args.hold, stop, counts)) for _ in range(args.concurrent)]
-        tasks += [asyncio.create_task(_idle(port, stop, counts)) for _ in range(args.idle)]
-        tasks += [asyncio.create_task(_loris(port, stop, counts)) for _ in range(args.loris)]
+        for key, drip, n in (("idle_reconnects", False, args.idle), ("loris_reconnects", True, args.loris)):
+            tasks += [asyncio.create_task(_hostile(port, stop, counts, key, drip)) for _ in range(n)]
         await asyncio.sleep(min(5.0, args.seconds / 4))  # everyone connected
         loaded_ms, failed_probes, peak = [], 0, {"fds": 0, "rss_mb": 0.0}
         deadline = time.monotonic() + args.seconds
@@ -150,39 +150,25 @@ async def _held(session: aiohttp.ClientSession, url: str, hold: float, stop: asy
             await asyncio.sleep(1.0)
 
 
-async def _idle(port: int, stop: asyncio.Event, counts: dict[str, int]) -> None:
+async def _hostile(port: int, stop: asyncio.Event, counts: dict[str, int], key: str, drip: bool) -> None:
+    """A connection that sends nothing (``drip`` False: idle) or one header byte every 2 s
+    (slow loris), until the server closes it; then another."""
     while not stop.is_set():
         with contextlib.suppress(OSError):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            with contextlib.suppress(asyncio.TimeoutError, OSError):
-                await asyncio.wait_for(_until_closed(reader, stop), 120)
-            writer.close()
-            counts["idle_reconnects"] += 1
-        await asyncio.sleep(0.1)
-
-
-async def _loris(port: int, stop: asyncio.Event, counts: dict[str, int]) -> None:
-    while not stop.is_set():
-        with contextlib.suppress(OSError):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            if drip:
+                writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
             with contextlib.suppress(OSError):
-                while not stop.is_set() and not reader.at_eof():
-                    writer.write(b"X")  # one header byte every 2 s, forever
-                    await writer.drain()
+                while not stop.is_set():
+                    if drip:
+                        writer.write(b"X")
+                        await writer.drain()
                     with contextlib.suppress(asyncio.TimeoutError):
                         if await asyncio.wait_for(reader.read(1024), 2.0) == b"":
                             break
             writer.close()
-            counts["loris_reconnects"] += 1
+            counts[key] += 1
         await asyncio.sleep(0.1)
-
-
-async def _until_closed(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        with contextlib.suppress(asyncio.TimeoutError):
-            if await asyncio.wait_for(reader.read(1024), 1.0) == b"":
-                return
 
 
 async def _until_up(session: aiohttp.ClientSession, url: str) -> None:

@@ -290,3 +290,40 @@ def seqsched_serve(*args: str, timeout: float = 120) -> Iterator[str]:
         if process.poll() is None:
             process.terminate()
             process.wait(30)
+
+
+class KillableServe:
+    """`seqsched serve ARGS` on a loopback port of its own that a test kills with -9 and
+    starts again on the same port (and the same --batch-dir)."""
+
+    def __init__(self, *args: str, timeout: float = 120) -> None:
+        import sys
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.command = [sys.executable, "-m", "seqsched", "serve", "--port", str(port), *args]
+        self.timeout = timeout
+        self.process: Any = None
+
+    def start(self) -> None:
+        import subprocess
+
+        self.process = subprocess.Popen(self.command, stderr=subprocess.DEVNULL)
+        wait_for(lambda: healthy(self.url), "seqsched serve to start", self.timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: nothing of the server's own shutdown runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@contextmanager
+def killable_serve(*args: str, timeout: float = 120) -> Iterator[KillableServe]:
+    """A started :class:`KillableServe`, killed after."""
+    server = KillableServe(*args, timeout=timeout)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()

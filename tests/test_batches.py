@@ -7,9 +7,6 @@ test_batches_vllm.py."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,7 @@ from tests.serve_helpers import (
     OUTPUT_ID,
     FakeUpstream,
     chat,
-    free_port,
-    healthy,
+    killable_serve,
     letter,
     metric,
     running,
@@ -261,28 +257,20 @@ def test_a_file_a_running_batch_reads_cannot_be_deleted(tmp_path: Path) -> None:
 def test_a_server_killed_mid_batch_resumes_with_nothing_lost_or_repeated(tmp_path: Path) -> None:
     inp = _write(tmp_path / "in.jsonl", _lines(40, tokens=lambda i: 20 + i % 9))
     fake = FakeUpstream(seconds_per_token=0.01)
-    with running(fake.app()) as upstream:
-        port = free_port()
-        command = [sys.executable, "-m", "seqsched", "serve", "--upstream", upstream, "--port", str(port),
-                   "--batch-dir", str(tmp_path / "d"), "--max-inflight", "4"]  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-        try:
-            wait_for(lambda: healthy(url), "seqsched serve", 60)
-            client = _client(url)
-            batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                          endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
-            wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10, "ten answers", 60)
-            server.send_signal(signal.SIGKILL)
-            server.wait(10)
-            answered_before = len(fake.finished)
-            server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-            wait_for(lambda: healthy(url), "seqsched serve, again", 60)
-            done = _wait(client, batch.id, timeout=120)
-            output = _jsonl(client, done.output_file_id)
-        finally:
-            server.kill()
-            server.wait(10)
+    with (
+        running(fake.app()) as upstream,
+        killable_serve("--upstream", upstream, "--batch-dir", str(tmp_path / "d"), "--max-inflight", "4",
+                       timeout=60) as server,  # fmt: skip
+    ):
+        client = _client(server.url)
+        batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
+                                      endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10, "ten answers", 60)
+        server.kill()
+        answered_before = len(fake.finished)
+        server.start()
+        done = _wait(client, batch.id, timeout=120)
+        output = _jsonl(client, done.output_file_id)
     assert done.status == "completed" and done.request_counts.completed == 40
     assert [x["custom_id"] for x in output] == [f"r{i}" for i in range(40)], "each line once, in input order"
     for i, line in enumerate(output):

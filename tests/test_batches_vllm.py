@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +24,8 @@ else:
 
 from openai import OpenAI
 
-from seqsched.serve.launch import LocalVLLMConfig, free_port, local_vllm
-from tests.serve_helpers import healthy, seqsched_serve, wait_for
+from seqsched.serve.launch import LocalVLLMConfig, local_vllm
+from tests.serve_helpers import killable_serve, seqsched_serve, wait_for
 
 MODEL = str(Path(__file__).parent.parent / "seqsched" / "assets" / "default_model")
 PROMPTS = ["Tell me about the sea.", "What is a robot?", "Write about bread.", "Describe the moon at night.",
@@ -186,24 +183,13 @@ def test_a_server_killed_mid_batch_writes_what_an_uninterrupted_one_writes(vllm_
         "--upstream", vllm_url, "--batch-dir", str(tmp_path / "reference"), "--max-inflight", "4"
     ) as url:
         _, reference, _ = _run_batch(url, inp)
-    port = free_port()
-    command = [sys.executable, "-m", "seqsched", "serve", "--upstream", vllm_url, "--port", str(port),
-               "--batch-dir", str(tmp_path / "d"), "--max-inflight", "4"]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: healthy(url), "seqsched serve", 120)
-        client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+    with killable_serve("--upstream", vllm_url, "--batch-dir", str(tmp_path / "d"), "--max-inflight", "4") as server:
+        client = OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
         batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
                                       endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
         wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 6, "six answers", 120)
-        server.send_signal(signal.SIGKILL)
-        server.wait(10)
-        server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-        wait_for(lambda: healthy(url), "seqsched serve, again", 120)
-        done, output, errors = _finish(client, batch.id)
-    finally:
         server.kill()
-        server.wait(10)
+        server.start()
+        done, output, errors = _finish(client, batch.id)
     assert done.status == "completed" and errors == []
     assert [_content(x) for x in output] == [_content(x) for x in reference], "nothing lost, nothing twice"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from seqsched.cli.help import HelpFormatter
-from seqsched.schedule.batch_lane import BatchLaneConfig
+from seqsched.schedule.batch_lane import BATCH_ORDERS, BatchLaneConfig
 from seqsched.serve.config import DEFAULT_MAX_BYPASS, DEFAULT_MAX_INFLIGHT, BatchLimits, ServeConfig
 
 
@@ -77,7 +77,7 @@ def add_parser(subparsers: Any) -> None:
     b.add_argument("--batch-tpot-target", type=float, default=None,
                    help="seconds per output token the interactive requests should stay under: the lane runs "
                    "fewer batch requests while they are over it (default: no target)")  # fmt: skip
-    b.add_argument("--batch-order", choices=["auto", "sjf", "ljf", "fcfs"], default="fcfs",
+    b.add_argument("--batch-order", choices=BATCH_ORDERS, default=BatchLaneConfig.order,
                    help="order of batch requests: fcfs (submission order; the prediction still picks whom to "
                    "preempt), sjf, ljf, or auto (shortest first while interactive traffic is about, longest first "
                    "when quiet; measured not to pay, docs/serving.md)")  # fmt: skip

@@ -7,14 +7,22 @@ until the test opens ``gate``, ``wait:KEY`` until the test adds KEY to ``release
 ``priority-word`` refuses the request with a 400 that mentions priority, ``sleep:S`` waits S
 seconds before answering, ``die`` ends
 its stream after two chunks without closing it properly, ``fail`` answers 500, ``tokens
-N`` streams N tokens (``N`` also sets ``usage.completion_tokens``). It records each
-request it was sent (the body, in arrival order) and each stream its client closed."""
+N`` streams N tokens (``N`` also sets ``usage.completion_tokens``). ``flaky:KIND:K`` fails
+the first K calls for that prompt (a continuation included), then answers: KIND is a status
+(``500``, ``429``, ``408``, ...), ``cut`` (a stream that ends, [DONE] and all, without a
+``finish_reason``), ``malformed`` (an event that is not JSON), ``reset`` (the connection
+dropped mid-stream) or ``hang`` (no byte, ever). Not streamed, it answers as vLLM does:
+``n`` choices, each with its index, ``logprobs`` when asked, a tool call when given tools.
+It records each request it was sent (the body, in arrival order) and each stream its
+client closed."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import json
+import random
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -45,6 +53,14 @@ class FakeUpstream:
     gate: threading.Event = field(default_factory=threading.Event)  # a ``hold`` prompt waits for it
     released: set[str] = field(default_factory=set)  # a ``wait:KEY`` prompt waits for its KEY here
     headers: list[dict[str, str]] = field(default_factory=list)  # each request's headers, in arrival order
+    attempts: dict[str, int] = field(default_factory=dict)  # calls per ``flaky:`` prompt
+    chaos: float = 0.0  # a prompt with ``chaos`` in it fails this share of its calls (any fault kind) ...
+    hang: float = 0.0  # ... and hangs this share
+    seed: int = 0
+    faults: dict[str, int] = field(default_factory=dict)  # chaos's faults, by kind
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
 
     def app(self) -> Starlette:
         async def models(request: Request) -> Response:
@@ -81,6 +97,17 @@ class FakeUpstream:
         text, done = _prompt(body, chat)
         n = int(text.split("tokens ")[1].split()[0]) if "tokens " in text else 3
         n = min(n, done + (body.get("max_tokens") or n))
+        if "chaos" in text and (self.chaos or self.hang):
+            draw = self._rng.random()
+            kind = self._rng.choice(CHAOS) if draw < self.chaos else "hang" if draw < self.chaos + self.hang else None
+            if kind is not None:
+                self.faults[kind] = self.faults.get(kind, 0) + 1
+                return await _fault(kind, chat, body)
+        flaky = re.search(r"flaky:(\w+):(\d+)", text)
+        if flaky is not None:
+            self.attempts[text] = self.attempts.get(text, 0) + 1
+            if self.attempts[text] <= int(flaky.group(2)):
+                return await _fault(flaky.group(1), chat, body)
         if "fail" in text:
             return JSONResponse({"error": {"message": "boom"}}, 500)
         if "slowerror" in text:
@@ -106,7 +133,7 @@ class FakeUpstream:
             await asyncio.sleep(n * self.seconds_per_token)
             self.finished.append(text)
             finish = "length" if n == body.get("max_tokens") else "stop"
-            return JSONResponse(_completion(chat, "x" * n, n, finish=finish))
+            return JSONResponse(_completion(chat, "x" * n, n, finish=finish, body=body))
         if body.get("return_token_ids"):  # as vLLM streams with return_token_ids: ids, resumable
             return StreamingResponse(self._ids(chat, text, done, n, body), media_type="text/event-stream")
         if "gzip" in text:
@@ -158,6 +185,7 @@ class FakeUpstream:
             raise
 
 
+CHAOS = ("500", "503", "429", "408", "cut", "malformed", "reset")  # the faults ``chaos`` draws from
 OUTPUT_ID = 100_000  # the fake's output token ids start here; below it, a prompt's characters
 
 
@@ -186,12 +214,50 @@ def _sse(obj: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
 
-def _completion(chat: bool, text: str, n: int, finish: str) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
-    choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
-    usage = {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}
+def _completion(chat: bool, text: str, n: int, finish: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = body or {}
+    choices = []
+    for index in range(int(body.get("n") or 1)):
+        choice: dict[str, Any] = {"index": index, "finish_reason": finish, "logprobs": None}
+        piece = text if index == 0 else f"{text}{index}"
+        choice |= {"message": {"role": "assistant", "content": piece}} if chat else {"text": piece}
+        if body.get("logprobs"):
+            tokens = [{"token": c, "logprob": -0.5 - i, "bytes": [ord(c)]} for i, c in enumerate(piece)]
+            choice["logprobs"] = {"content": tokens} if chat else {"tokens": list(piece), "token_logprobs": [-0.5] * n}
+        if chat and body.get("tools"):
+            name = body["tools"][0]["function"]["name"]
+            choice["message"] = {"role": "assistant", "content": None, "reasoning_content": "think first",
+                                 "tool_calls": [{"id": f"call_{index}", "type": "function",
+                                                 "function": {"name": name, "arguments": '{"x": 1}'}}]}  # fmt: skip
+            choice["finish_reason"] = "tool_calls"
+        choices.append(choice)
+    usage = {"prompt_tokens": 1, "completion_tokens": n * len(choices), "total_tokens": n * len(choices) + 1}
     kind = "chat.completion" if chat else "text_completion"
-    return {"id": "c", "object": kind, "model": "fake", "choices": [choice], "usage": usage}
+    return {"id": "c", "object": kind, "model": "fake", "choices": choices, "usage": usage}
+
+
+async def _fault(kind: str, chat: bool, body: dict[str, Any]) -> Response:
+    """One failed call of a ``flaky:KIND:K`` prompt."""
+    if kind.isdigit():
+        return JSONResponse({"error": {"message": f"flaky {kind}"}}, int(kind))
+    if kind == "hang":
+        await asyncio.sleep(3600)
+    if not body.get("stream"):
+        return Response(b'{"choices": [', media_type="application/json")  # cut short: not JSON
+
+    async def events() -> AsyncIterator[bytes]:
+        for i in range(2):
+            await asyncio.sleep(0.01)
+            choice: dict[str, Any] = {"index": 0, "finish_reason": None, "token_ids": [OUTPUT_ID + i]}
+            choice |= {"delta": {"content": letter(i)}} if chat else {"text": letter(i)}
+            yield _sse({"id": "c", "created": 1, "model": "fake", "choices": [choice]})
+        if kind == "malformed":
+            yield b"data: {not json\n\n"
+        elif kind == "reset":
+            raise RuntimeError("the fake upstream resets the connection")
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 @contextmanager

@@ -103,6 +103,21 @@ def test_the_openai_client_runs_a_batch_on_vllm(vllm_url: str, tmp_path: Path) -
     BatchRequestOutput.model_validate(errors[1])
 
 
+def test_answers_with_n_and_logprobs_are_vllms_own(vllm_url: str, tmp_path: Path) -> None:
+    """Lines never stopped (n > 1, logprobs) answer with vLLM's own non-streamed body."""
+    lines = [*_lines(1, 16, n=2, temperature=0.8, seed=11), *_lines(1, 16, logprobs=True, top_logprobs=2)]
+    lines[1]["custom_id"] = "r1"
+    with _serve(vllm_url, tmp_path / "d") as url:
+        batch, output, errors = _run_batch(url, _write(tmp_path / "in.jsonl", lines))
+        own = [httpx.post(f"{vllm_url}/v1/chat/completions", json=x["body"], timeout=60).json() for x in lines]
+    assert batch.status == "completed" and errors == []
+    for line, reference in zip(output, own, strict=True):
+        body = line["response"]["body"]
+        assert body["choices"] == reference["choices"] and body["usage"] == reference["usage"]
+    assert [c["index"] for c in output[0]["response"]["body"]["choices"]] == [0, 1]
+    assert output[1]["response"]["body"]["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+
+
 def test_cancel_and_paging_on_vllm(vllm_url: str, tmp_path: Path) -> None:
     with _serve(vllm_url, tmp_path / "d") as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)

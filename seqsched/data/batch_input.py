@@ -15,7 +15,9 @@ NOTE on what a line must be, and what happens when it is not:
   seqsched does not support (``stream``, ``logprobs``, ``response_format``, tools, ``n``
   above 1, a ``url`` other than the two completions endpoints, a ``method`` other than
   POST, and any other body field it does not know), as vLLM's ``run_batch`` refuses them.
-- ``custom_id`` is required, as the OpenAI Batch format requires it (``require_custom_id``
+- ``custom_id`` is required, as the OpenAI Batch format requires it, a string of at most
+  1,024 characters that is valid Unicode (JSON can spell a lone surrogate, ``"\\ud800"``,
+  which no file can hold) (``require_custom_id``
   off gives ``request-<line>`` instead, for prompt files read by ``bench`` and ``lengths``).
 - ``body.model`` is echoed in the answer's ``body.model`` (else the model's name), not
   enforced; ``body.user`` is accepted and ignored. A request without
@@ -37,6 +39,7 @@ from typing import Any, BinaryIO
 
 from seqsched.request import GREEDY, Request, SamplingParams
 
+MAX_CUSTOM_ID_CHARS = 1024  # an id, not a payload: it is echoed in every answer and error line
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any prompt a context window holds
 CHAT_URL, COMPLETIONS_URL = "/v1/chat/completions", "/v1/completions"
 MAX_STOP_STRINGS = 4
@@ -169,6 +172,14 @@ def custom_id_of(obj: dict[str, Any], number: int, required: bool) -> str:
         return f"request-{number}"
     if not isinstance(value, str) or not value:
         raise BadLine("custom_id", "must be a non-empty string", value)
+    if len(value) > MAX_CUSTOM_ID_CHARS:
+        raise BadLine("custom_id", f"is {len(value):,} characters, over the limit of {MAX_CUSTOM_ID_CHARS:,}",
+                      show=False)  # fmt: skip
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # valid JSON ("\ud800"), but no text: it could not be written back
+        raise BadLine("custom_id", f"is not valid Unicode (a lone surrogate at character {e.start})",
+                      show=False) from None  # fmt: skip
     return value
 
 

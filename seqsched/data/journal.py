@@ -16,6 +16,7 @@ half of an old one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -118,7 +119,8 @@ class Journal:
             fd = os.open(path, flags, mode)
         except OSError as e:
             raise OSError(e.errno, f"cannot open the journal {path}: {e.strerror}") from e
-        self._file: IO[bytes] = os.fdopen(fd, "wb" if fresh else "ab")
+        # Unbuffered: a write the disk refuses leaves nothing in a buffer for a later flush.
+        self._file: IO[bytes] = os.fdopen(fd, "wb" if fresh else "ab", buffering=0)
         self._end = os.fstat(fd).st_size  # where the next line goes
         self._synced = time.monotonic()
 
@@ -126,8 +128,12 @@ class Journal:
         """Write one answer line; return its byte offset in the journal."""
         data = dumps_line(line).encode("utf-8")
         try:
-            self._file.write(data)
-            self._file.flush()
+            view = memoryview(data)
+            while view:  # a short write (a disk filling up) goes on from where it stopped
+                written = self._file.write(view)
+                if not written:
+                    raise OSError(errno.ENOSPC, "no byte could be written")
+                view = view[written:]
             if time.monotonic() - self._synced >= SYNC_SECONDS:
                 self.sync()
         except OSError as e:

@@ -44,6 +44,12 @@ BATCH_PRIORITY = 1 << 20
 BATCH_ORDERS: tuple[BatchOrder, ...] = ("auto", "sjf", "ljf", "fcfs")
 
 
+def vllm_priority(predicted_len: int, lane: str) -> int:
+    """The ``priority`` seqsched sends vLLM for a request (the server and the simulator
+    alike): its predicted length, after every interactive request for batch work."""
+    return int(predicted_len) + (BATCH_PRIORITY if lane == "batch" else 0)
+
+
 @dataclass(frozen=True)
 class BatchLaneConfig:
     headroom: int = 0

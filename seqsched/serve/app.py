@@ -94,7 +94,7 @@ def build_app(config: ServeConfig, predict: PredictFn, upstreams: list[Upstream]
         Route("/metrics", metrics, methods=["GET"]),
     ]
     if server.batches is not None:
-        routes += batch_routes(server.batches)
+        routes += batch_routes(server.batches, config.max_request_bytes, config.body_timeout_s)
     handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _server_error}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.server = server

@@ -66,6 +66,11 @@ class Dispatcher:
         self.door.arrive(ticket, self.clock())
         self.pump()
 
+    def hold(self, ticket: Ticket) -> bool:
+        """A waiting batch ticket leaves the queue for now, keeping its callbacks (its batch
+        is paused); ``resubmit`` brings it back. False if it was not waiting."""
+        return self.door.leave(ticket)
+
     def withdraw(self, ticket: Ticket) -> None:
         """A batch ticket is done, or its batch cancelled: forget it, give back its slot."""
         self._on_grant.pop(ticket, None)

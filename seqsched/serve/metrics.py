@@ -40,6 +40,11 @@ class ServeMetrics:
             "tokens prefilled again to continue preempted batch requests",
             registry=r,
         )
+        self.batch_retries = Counter("seqsched_batch_retries", "batch calls retried after an upstream fault, by kind",
+                                     ["kind"], registry=r)  # fmt: skip
+        self.batch_disk_errors = Counter(
+            "seqsched_batch_disk_errors", "writes of batch answers or files the disk refused (retried)", registry=r
+        )
         self.batch_requests = Counter("seqsched_batch_requests", "batch requests ended, by outcome", ["outcome"],
                                       registry=r)  # fmt: skip
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 
+from seqsched.schedule.batch_lane import vllm_priority
 from seqsched.schedule.front_door import Ticket
 from seqsched.serve.dispatcher import Dispatcher
 from seqsched.serve.protocol import ApiError, Endpoint, ParsedRequest
@@ -123,7 +124,8 @@ class Upstreams:
             assert index is not None
             target = self.upstreams[index]
             try:
-                answer = await self._post(target, path, _bodies(parsed, ticket.predicted_len), authorization)
+                priority = vllm_priority(ticket.predicted_len, ticket.lane)
+                answer = await self._post(target, path, _bodies(parsed, priority), authorization)
             except UNREACHABLE as e:
                 self.dispatcher.release(lease)
                 self.probe(target, force=True)

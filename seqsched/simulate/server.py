@@ -28,7 +28,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from seqsched.schedule.batch_lane import BATCH_PRIORITY
+from seqsched.schedule.batch_lane import vllm_priority
 from seqsched.schedule.front_door import DoorConfig, FrontDoor, Ticket
 from seqsched.schedule.ledger import LANES, Lane
 from seqsched.simulate.step_cost import ContinuousCost
@@ -210,7 +210,7 @@ class _Server:
             i = int(ticket.request_id)
             priority = None
             if self.front is not None and self.front.send_priority:  # as seqsched serve sends it
-                priority = self.requests[i].predicted_len + (BATCH_PRIORITY if ticket.lane == "batch" else 0)
+                priority = vllm_priority(ticket.predicted_len, ticket.lane)  # as the door rounds it
             self._forward(i, upstream, priority, ticket.generated)
 
     def _forward(self, i: int, replica: int, priority: float | None, generated: int = 0) -> None:

@@ -96,14 +96,49 @@ def encode(body: dict[str, Any], priority: int | None = None) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+class Malformed(ValueError):
+    """An upstream event that is not a chunk of the endpoint's stream."""
+
+
 def absorb(progress: Progress, data: bytes) -> bytes:
-    """Take in a call's streamed events; return the bytes of an event not yet complete."""
+    """Take in a call's streamed events; return the bytes of an event not yet complete.
+    The first event that is not a chunk raises :class:`Malformed`; those before it are kept
+    (each is checked whole before it changes ``progress``)."""
     *events, rest = data.split(b"\n\n")
     for event in events:
         for line in event.split(b"\n"):
-            if line.startswith(b"data: {"):
-                _chunk(progress, json.loads(line[6:]))
+            if line.startswith(b"data: ") and line[6:].strip() != b"[DONE]":
+                _chunk(progress, _checked(line[6:]))
     return rest
+
+
+def _checked(raw: bytes) -> dict[str, Any]:
+    try:
+        chunk = json.loads(raw)
+    except ValueError:
+        raise Malformed(f"not JSON: {raw[:80]!r}") from None
+    if not isinstance(chunk, dict):
+        raise Malformed(f"not a JSON object: {raw[:80]!r}")
+    choices = chunk.get("choices")
+    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, dict) for c in choices)):
+        raise Malformed(f"'choices' is not a list of objects: {raw[:80]!r}")
+    for choice in choices or []:
+        if not _ids(choice.get("token_ids"), optional=True) or not _ids(choice.get("prompt_token_ids"), optional=True):
+            raise Malformed(f"token ids that are not a list of integers: {raw[:80]!r}")
+        delta = choice.get("delta")
+        piece = choice.get("text") if "text" in choice else (delta or {}).get("content") if isinstance(delta, dict) \
+            else delta  # fmt: skip
+        if piece is not None and not isinstance(piece, str):
+            raise Malformed(f"text that is not a string: {raw[:80]!r}")
+    if not _ids(chunk.get("prompt_token_ids"), optional=True):
+        raise Malformed(f"prompt token ids that are not a list of integers: {raw[:80]!r}")
+    return chunk
+
+
+def _ids(value: Any, optional: bool) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
 
 
 def _chunk(progress: Progress, chunk: dict[str, Any]) -> None:
@@ -118,7 +153,8 @@ def _chunk(progress: Progress, chunk: dict[str, Any]) -> None:
             progress.prompt_token_ids = list(choice["prompt_token_ids"])  # a completion's first chunk
         ids = choice.get("token_ids") or []
         progress.token_ids.extend(ids)
-        piece = choice.get("text") if "text" in choice else (choice.get("delta") or {}).get("content")
+        delta = choice.get("delta")
+        piece = choice.get("text") if "text" in choice else delta.get("content") if isinstance(delta, dict) else None
         progress.text.append(piece if isinstance(piece, str) else "")
         progress.pieces.append(len(ids))
         if choice.get("finish_reason") is not None:

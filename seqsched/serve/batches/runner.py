@@ -1,44 +1,40 @@
-"""One batch's life: its lines checked and predicted, each one sent through the batch lane,
-its answers journaled as they come, and its output and error files written at the end.
+"""One batch's life: its lines checked and predicted, each one sent through the batch lane
+as a :class:`~seqsched.serve.batches.call.LineCall`, every outcome journaled, and its
+output and error files written from the journal at the end (``output.py``).
 
 NOTE on the lane. A line waits at the front door as a batch ticket (no coroutine while it
-waits); when the door grants it a slot, a task makes its call (``continuation.py``: the
-original request, streamed with token ids, or a continuation). When the door preempts it,
-the task is cancelled, which closes the upstream call (vLLM aborts it), and the ids it
-received are kept for the next grant. An upstream that fails (unreachable, 5xx, 429, a
-stream cut short) gets the line back in the queue, continued from what it had, up to
-``MAX_FAULTS`` times; then the line fails alone.
+waits); when the door grants it a slot, its call runs, and reports an outcome once the slot
+is given back (``call.py``). An answer or a refusal is journaled; a fault is retried,
+continued from what the line has, on another upstream when there is one, after a backoff
+(0.5, 1, 2 s), ``MAX_RETRIES`` times; then the line fails alone with the last reason.
 
 NOTE on restart. Every answer and failed line goes to the batch's journal the moment it
-exists (``data/journal.py``). A server killed mid-batch, restarted on the same directory,
-checks the lines again (deterministic), skips every line the journal holds, and sends the
-rest: nothing lost, nothing answered twice (a line in flight at the kill was never
-journaled: it runs again from its start).
+exists (``journal.py``). A server killed mid-batch, restarted on the same directory, checks
+the lines again (deterministic), skips every line the journal holds, and sends the rest:
+nothing lost, nothing answered twice (a line in flight at the kill was never journaled: it
+runs again from its start). A batch killed while finalizing is finalized again.
+
+NOTE on a full disk. An answer the disk refuses is kept in memory, the batch's ``errors``
+say why, and its lines still waiting leave the door (those running finish): the batch is
+paused, its counts those on disk. Every second the journal is tried again; once it takes
+the answers, the errors clear and the lines go back to the door. A finalize the disk
+refuses is tried again the same way; the batch stays ``finalizing`` until it succeeds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 import itertools
-import json
+import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
-
-from seqsched.data.answer_index import Located, copy_lines, iter_objects
-from seqsched.data.batch_io import error_line, write_jsonl
-from seqsched.data.journal import Journal
-from seqsched.schedule.batch_lane import BATCH_PRIORITY
 from seqsched.schedule.front_door import Ticket
-from seqsched.serve.batches.continuation import Progress, absorb, answer, encode, next_call
-from seqsched.serve.batches.lines import ENDPOINTS, Line, LineError, body_of, read_lines
-from seqsched.serve.batches.store import MODE, Store
-from seqsched.serve.upstream import UNREACHABLE, Exchange
+from seqsched.serve.batches.call import Answered, Broken, Fault, LineCall, Outcome, Refused, Target
+from seqsched.serve.batches.journal import HEADER, BatchJournal, header, read_journal
+from seqsched.serve.batches.lines import ENDPOINTS, Line, LineError, input_digest, read_lines
+from seqsched.serve.batches.output import Extra, digest, remove_partial, write_outputs
+from seqsched.serve.batches.store import Store
 
 if TYPE_CHECKING:
     from seqsched.serve.config import ServeConfig
@@ -46,6 +42,11 @@ if TYPE_CHECKING:
     from seqsched.serve.metrics import ServeMetrics
     from seqsched.serve.predictor import Batcher
     from seqsched.serve.upstream import Upstreams
+
+log = logging.getLogger("seqsched.serve")
+MAX_RETRIES = 3  # an upstream fault is retried this many times; the next one fails the line
+BACKOFF_S = 0.5  # before the first retry; doubled for each one after
+_groups = itertools.count()
 
 
 class Host(Protocol):
@@ -60,40 +61,25 @@ class Host(Protocol):
 
     def ended(self, runner: BatchRunner) -> None: ...
 
-MAX_FAULTS = 3  # upstream faults a line may meet before it fails alone
-_TOKEN = b'"finish_reason":null'
-_groups = itertools.count()
-
-
-@dataclass(eq=False)
-class Item:
-    """One line at work."""
-
-    line: Line
-    ticket: Ticket
-    progress: Progress = field(default_factory=Progress)
-    task: asyncio.Task[None] | None = None
-    preempted: bool = False
-    faults: int = 0
-
 
 class BatchRunner:
     def __init__(self, service: Host, record: dict[str, Any]) -> None:
         self.service = service
         self.record = record
         self.id: str = record["id"]
-        self.endpoint = ENDPOINTS[record["endpoint"]]
         self.input = service.store.file_path(record["input_file_id"])
-        self.journal_path = service.store.journal_path(self.id)
+        self.target = Target(service.dispatcher, service.upstreams, self.input, ENDPOINTS[record["endpoint"]])
         self.group = next(_groups)
-        self.items: dict[Ticket, Item] = {}
+        self.calls: dict[Ticket, LineCall] = {}
         self.errors: list[LineError] = []
-        self.journal: Journal | None = None
+        self.journal: BatchJournal | None = None
         self.num_lines = 0
-        self.num_done = 0
-        self.num_failed = 0
+        self.num_done = self.num_failed = 0  # journaled (on disk)
         self.stopping: str | None = None  # "cancelled" | "expired" | "closed"
         self.checked = False  # its lines are checked and predicted
+        self.paused = False  # the disk refused an answer: no line goes to the door
+        self.held: list[LineCall] = []  # lines kept from the door while paused
+        self.unfinalized: tuple[str, list[Line]] | None = None  # a finalize the disk refused
         self._finished = asyncio.Event()
 
     # -- the life of a batch ---------------------------------------------------------------------
@@ -101,11 +87,14 @@ class BatchRunner:
     async def run(self) -> None:
         """Check, predict and send every line not yet journaled; end when all are done."""
         try:
-            lines = await self._check()
+            lines, fingerprint = await self._check()
         except OSError as e:
-            await self._fail(f"the input file {self.record['input_file_id']} cannot be read: {e.strerror or e}")
+            await self._input_lost(f"the input file {self.record['input_file_id']} cannot be read: {e.strerror or e}")
             return
-        done = self._journaled()
+        if self.num_lines == 0:
+            await self._fail("empty_file", f"the input file {self.record['input_file_id']} has no request lines")
+            return
+        done = await asyncio.to_thread(self._journaled, fingerprint)
         left = [line for line in lines if line.custom_id not in done]
         self.checked = True
         if self.stopping == "closed":
@@ -113,24 +102,25 @@ class BatchRunner:
         if self.stopping is not None or self.record["status"] == "cancelling":  # cancelled while checked, or
             await self.finalize(self.stopping or "cancelled", left)  # before the server stopped: end it
             return
-        self.journal = Journal(self.journal_path, fresh=False, mode=MODE)
+        self.journal = BatchJournal(self.service.store.journal_path(self.id), header(self.id, fingerprint))
         self._update(status="in_progress", in_progress_at=self.record.get("in_progress_at") or _now())
         for line in left:
             ticket = Ticket(f"{self.id}:{line.number}", line.predicted_len, lane="batch", group=self.group,
                             preemptible=line.continuable)  # fmt: skip
-            item = Item(line, ticket)
-            self.items[ticket] = item
-            self.service.dispatcher.submit(ticket, functools.partial(self._granted, item),
-                                           functools.partial(self._preempt, item))  # fmt: skip
-        if not self.items:
+            call = LineCall(line, ticket, self.target, self)
+            self.calls[ticket] = call
+            self.service.dispatcher.submit(ticket, call.granted, call.preempted)
+        if not self.calls:
             await self.finalize("completed")
         else:
             await self._finished.wait()
 
-    async def _check(self) -> list[Line]:
-        """Every line checked (in a thread) and predicted (a chunk at a time)."""
-        checked = await asyncio.to_thread(lambda: list(read_lines(self.input, self.record["endpoint"],
-                                                                  self.service.config.max_tokens_limit)))  # fmt: skip
+    async def _check(self) -> tuple[list[Line], str]:
+        """Every line checked (in a thread) and predicted (a chunk at a time); the input's digest."""
+        limit = self.service.config.max_tokens_limit
+        checked, fingerprint = await asyncio.to_thread(
+            lambda: (list(read_lines(self.input, self.record["endpoint"], limit)), input_digest(self.input))
+        )
         lines = [entry for entry, _ in checked if isinstance(entry, Line)]
         self.errors = [entry for entry, _ in checked if isinstance(entry, LineError)]
         self.num_lines = len(checked)
@@ -138,140 +128,150 @@ class BatchRunner:
         predicted = await self.service.predictions.predict_many(items)
         for line, length in zip(lines, predicted, strict=True):
             line.predicted_len = length
-        return lines
+        return lines, fingerprint
 
-    def _journaled(self) -> dict[str, int]:
-        """custom_id -> line number of each line the journal already holds (a restart)."""
-        from seqsched.data.journal import cut_torn_tail
+    def _journaled(self, fingerprint: str) -> set[str]:
+        """The custom_ids the journal already holds (a restart), if it is this batch's."""
+        store = self.service.store
+        head, entries = read_journal(store.journal_path(self.id))
+        expected = header(self.id, fingerprint)
+        if head != expected and (head is not None or entries):
+            found = (head or {}).get(HEADER)
+            why = (f"its header {found} does not match this batch and input {expected[HEADER]}" if found else
+                   "it has no header naming its batch and input")  # fmt: skip
+            store.quarantine_journal(self.id, f"{why}: the batch runs from the start")
+            return set()
+        self.num_done = sum(1 for e in entries.values() if e.answered)
+        self.num_failed = len(entries) - self.num_done
+        return set(entries)
 
-        cut_torn_tail(self.journal_path)
-        done: dict[str, int] = {}
-        if self.journal_path.exists():
-            for _, line in iter_objects(self.journal_path):
-                if line is not None and isinstance(line.get("custom_id"), str):
-                    done[line["custom_id"]] = line.get("seqsched", {}).get("line", 0)
-                    if _is_answer(line):
-                        self.num_done += 1
-                    else:
-                        self.num_failed += 1
-        return done
+    # -- outcomes ----------------------------------------------------------------------------------
 
-    # -- a line at work --------------------------------------------------------------------------
+    def settle(self, call: LineCall, outcome: Outcome) -> None:
+        """What a call's attempt came to, once its slot is free."""
+        if isinstance(outcome, Fault):
+            self._fault(call, outcome)
+        elif isinstance(outcome, Answered):
+            self._answered(call, outcome.body)
+        elif isinstance(outcome, Refused):
+            self._ended(call, outcome.status, outcome.body)
+        else:
+            assert isinstance(outcome, Broken)
+            message = f"seqsched could not run this request: {outcome.why}"
+            self._ended(call, 500, {"error": {"message": message, "type": "internal_error", "code": 500}})
 
-    def _granted(self, item: Item, lease: int) -> None:
-        item.task = asyncio.get_running_loop().create_task(self._call(item, lease))
+    def broke(self, error: Exception) -> None:
+        """A bug in the batch's own bookkeeping: the batch fails, saying so, with what its
+        journal holds in its files and the lines not run in its error file."""
+        if self.stopping is None:
+            self._set_errors("server_error", f"the batch failed inside seqsched ({type(error).__name__}: {error})")
+            asyncio.get_running_loop().create_task(self.stop("failed"))
 
-    def _preempt(self, item: Item) -> None:
-        if item.task is not None and not item.task.done():
-            item.preempted = True
-            item.task.cancel()
-
-    async def _call(self, item: Item, lease: int) -> None:
-        ticket, service = item.ticket, self.service
-        try:
-            original = await asyncio.to_thread(body_of, self.input, item.line)
-            path, body = next_call(original, self.endpoint, item.progress)
-            priority = BATCH_PRIORITY + ticket.predicted_len
-            exchange = await service.upstreams.send_on(
-                ticket, lease, path, lambda p: encode(body, priority if p else None)
-            )
-            try:
-                finished = await self._stream(item, exchange)
-            finally:
-                exchange.close()
-        except asyncio.CancelledError:
-            if not item.preempted:
-                raise  # the batch was cancelled, or the server stops
-            item.preempted = False
-            if item.progress.finish_reason is None:
-                return  # it waits again, to be continued
-            self.service.dispatcher.withdraw(ticket)  # it had finished when the door stopped it
-            finished = True
-        except (*UNREACHABLE, aiohttp.ClientError, asyncio.TimeoutError) as e:
-            self._fault(item, f"{type(e).__name__}: {e}")
+    def _fault(self, call: LineCall, fault: Fault) -> None:
+        call.faults += 1
+        self.service.metrics.batch_retries.labels(fault.kind).inc()
+        if call.faults > MAX_RETRIES:
+            message = f"the upstream failed {call.faults} times; the last: {fault.why}"
+            self._ended(call, 502, {"error": {"message": message, "type": "upstream_error", "code": 502}})
             return
-        if finished is True:
-            self._answered(item, original)
-        elif isinstance(finished, tuple):
-            self._request_failed(item, *finished)
+        if call.upstream is not None and len(self.service.upstreams.upstreams) > 1:
+            call.ticket.exclude |= {call.upstream}  # another upstream, while there is one
+        delay = BACKOFF_S * 2 ** (call.faults - 1)
+        log.warning("batch %s line %d: %s; retry %d of %d in %g s", self.id, call.line.number, fault.why,
+                    call.faults, MAX_RETRIES, delay)  # fmt: skip
+        call.retry = asyncio.get_running_loop().call_later(delay, self._again, call)
 
-    async def _stream(self, item: Item, exchange: Exchange) -> bool | tuple[int, Any] | None:
-        """Read the call to its end: True (finished), (status, body) (refused: the line
-        fails), None (a fault: it goes back to the queue)."""
-        if exchange.status != 200:
-            content = await exchange.read()
-            if 400 <= exchange.status < 500 and exchange.status not in (408, 429):
-                return exchange.status, _json_or_text(content)
-            self._fault(item, f"upstream {exchange.upstream.url} answered {exchange.status}")
-            return None
-        chunks: list[bytes] = []
-        counted = len(item.progress.token_ids)  # what earlier calls made
-        try:
-            async for raw in exchange.answer.content.iter_any():
-                chunks.append(raw)
-                counted += raw.count(_TOKEN)
-                self.service.dispatcher.progress(item.ticket, counted)
-        finally:  # whatever came, complete events only, is kept (a preemption lands here too)
-            absorb(item.progress, b"".join(chunks))
-        if item.progress.finish_reason is None:
-            self._fault(item, f"upstream {exchange.upstream.url} ended the stream before the answer did")
-            return None
-        return True
-
-    def _fault(self, item: Item, why: str) -> None:
-        item.faults += 1
-        if item.faults >= MAX_FAULTS:
-            self._request_failed(item, 502, {"error": {"message": f"upstream failed {item.faults} times: {why}"}})
+    def _again(self, call: LineCall) -> None:
+        call.retry = None
+        if call.done or self.stopping is not None:
             return
-        self.service.dispatcher.resubmit(item.ticket)  # continued from what it has
+        if self.paused:
+            self.held.append(call)
+            return
+        self.service.dispatcher.resubmit(call.ticket)  # continued from what it has
 
-    # -- results -----------------------------------------------------------------------------------
-
-    def _answered(self, item: Item, original: dict[str, Any]) -> None:
-        body = answer(item.progress, self.endpoint, original)
-        line = {
-            "id": f"batch_req_{_digest(self.id, item.line.custom_id)}",
-            "custom_id": item.line.custom_id,
-            "response": {"status_code": 200, "request_id": body.get("id"), "body": body},
-            "error": None,
-            "seqsched": self._notes(item),
-        }
-        self.num_done += 1
+    def _answered(self, call: LineCall, body: dict[str, Any]) -> None:
         metrics = self.service.metrics
-        metrics.batch_tokens.inc(len(item.progress.token_ids) or body["usage"]["completion_tokens"])
-        metrics.batch_recomputed.inc(item.progress.num_recomputed)
-        metrics.batch_requests.labels("completed").inc()
-        self._journal(item, line)
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        tokens = len(call.progress.token_ids) or usage.get("completion_tokens") or 0  # type: ignore[union-attr]
+        metrics.batch_tokens.inc(tokens if isinstance(tokens, int) else 0)
+        metrics.batch_recomputed.inc(call.progress.num_recomputed)
+        self._ended(call, 200, body, request_id=body.get("id"))
 
-    def _request_failed(self, item: Item, status: int, body: Any) -> None:
+    def _ended(self, call: LineCall, status: int, body: Any, request_id: Any = None) -> None:
+        notes = {"line": call.line.number, "predicted_len": call.ticket.predicted_len,
+                 "num_preemptions": call.ticket.num_preemptions, "num_calls": call.progress.num_calls,
+                 "num_faults": call.faults}  # fmt: skip
         line = {
-            "id": f"batch_req_{_digest(self.id, item.line.custom_id)}",
-            "custom_id": item.line.custom_id,
-            "response": {"status_code": status, "request_id": None, "body": body},
+            "id": f"batch_req_{digest(self.id, call.line.custom_id)}",
+            "custom_id": call.line.custom_id,
+            "response": {"status_code": status, "request_id": request_id, "body": body},
             "error": None,
-            "seqsched": self._notes(item),
+            "seqsched": notes,
         }
-        self.num_failed += 1
-        self.service.metrics.batch_requests.labels("failed").inc()
-        self._journal(item, line)
-
-    def _notes(self, item: Item) -> dict[str, Any]:
-        return {"line": item.line.number, "predicted_len": item.ticket.predicted_len,
-                "num_preemptions": item.ticket.num_preemptions, "num_calls": item.progress.num_calls}  # fmt: skip
-
-    def _journal(self, item: Item, line: dict[str, Any]) -> None:
+        call.done = True
+        self.service.dispatcher.withdraw(call.ticket)
+        del self.calls[call.ticket]
+        self.service.metrics.batch_requests.labels("completed" if status == 200 else "failed").inc()
         assert self.journal is not None
-        self.journal.append(line)
-        self.service.dispatcher.withdraw(item.ticket)
-        del self.items[item.ticket]
-        if not self.items and self.stopping is None:
+        for written in self.journal.append(line):
+            self._count(written)
+        if self.journal.error is not None:
+            self._pause()
+        self._maybe_done()
+
+    def _count(self, line: dict[str, Any]) -> None:
+        if line["response"]["status_code"] == 200:
+            self.num_done += 1
+        else:
+            self.num_failed += 1
+
+    def _maybe_done(self) -> None:
+        if not self.calls and self.stopping is None and not self.paused:
             asyncio.get_running_loop().create_task(self.finalize("completed"))
+
+    # -- a full disk --------------------------------------------------------------------------------
+
+    def _pause(self) -> None:
+        """The journal refused an answer: the waiting lines leave the door until it takes it."""
+        assert self.journal is not None
+        self.service.metrics.batch_disk_errors.inc()
+        if not self.paused:
+            log.warning("batch %s paused: %s", self.id, self.journal.error)
+        self.paused = True
+        self._set_errors("disk_error", f"paused: an answer could not be journaled ({self.journal.error}); "
+                         "the batch goes on when the disk takes it")  # fmt: skip
+        for call in self.calls.values():
+            if call not in self.held and self.service.dispatcher.hold(call.ticket):
+                self.held.append(call)
+
+    def tick(self) -> None:
+        """Every second: a paused batch tries its journal again, and an unfinished finalize."""
+        journal = self.journal
+        if self.paused and journal is not None and self.stopping is None:
+            for line in journal.flush():
+                self._count(line)
+            if journal.error is not None:
+                return
+            log.warning("batch %s resumed: its answers are on disk", self.id)
+            self.paused = False
+            self._set_errors(None, None)
+            held, self.held = self.held, []
+            for call in held:
+                if not call.done and call.retry is None:
+                    self.service.dispatcher.resubmit(call.ticket)
+            self._maybe_done()
+        elif self.unfinalized is not None:
+            status, unfinished = self.unfinalized
+            self.unfinalized = None
+            asyncio.get_running_loop().create_task(self.finalize(status, unfinished))
 
     # -- endings -------------------------------------------------------------------------------------
 
     async def stop(self, why: str) -> None:
-        """Cancel (``cancelled``), expire (``expired``) or pause for a restart (``closed``):
-        no line is sent again; those running are stopped (their upstream calls closed)."""
+        """Cancel (``cancelled``), expire (``expired``), fail (``failed``: a bug) or pause for
+        a restart (``closed``): no line is sent again; those running are stopped (their
+        upstream calls closed)."""
         if self.stopping is not None:
             return
         self.stopping = why
@@ -281,81 +281,74 @@ class BatchRunner:
             if why == "closed":
                 self._finished.set()
             return
-        tasks = [item.task for item in self.items.values() if item.task is not None and not item.task.done()]
-        for ticket in list(self.items):
-            self.service.dispatcher.withdraw(ticket)
-        for task in tasks:
-            task.cancel()
+        dispatcher = self.service.dispatcher
+        for ticket in self.calls:  # out of the queue first: no slot given back below goes to them
+            dispatcher.hold(ticket)
+        tasks = [task for call in self.calls.values() if (task := call.stop()) is not None]
+        for ticket in list(self.calls):
+            dispatcher.withdraw(ticket)
         await asyncio.gather(*tasks, return_exceptions=True)
         if why == "closed":
             if self.journal is not None:
+                self.journal.flush()
                 self.journal.close()
             self._finished.set()
         else:
             await self.finalize(why)
 
     async def finalize(self, status: str, unfinished: list[Line] | None = None) -> None:
-        """Write the output and error files (in line order) and end the batch as ``status``;
-        a cancelled or expired batch's ``unfinished`` lines go to its error file."""
-        if status == "completed":
+        """Write the output and error files from the journal (in line order) and end the
+        batch as ``status``; a cancelled or expired batch's ``unfinished`` lines go to its
+        error file. A disk that refuses leaves the batch as it was, tried again each second."""
+        if unfinished is None:
+            unfinished = [c.line for c in self.calls.values()] if status in ("cancelled", "expired", "failed") else []
+        if status == "completed" and self.record["status"] != "finalizing":
             self._update(status="finalizing", finalizing_at=_now())
         if self.journal is not None:
+            for line in self.journal.flush():
+                self._count(line)
+            if self.journal.error is not None:
+                self._retry_finalize(status, unfinished, self.journal.error)
+                return
             self.journal.close()
-        if unfinished is None:
-            unfinished = [item.line for item in self.items.values()] if status in ("cancelled", "expired") else []
-        output_id, error_id, counts = await asyncio.to_thread(self._write_files, unfinished, status)
-        self._update(status=status, output_file_id=output_id, error_file_id=error_id, request_counts=counts,
-                     **{f"{status}_at": _now()})  # fmt: skip
-        self.journal_path.unlink(missing_ok=True)
-        self._finished.set()
-        self.service.ended(self)
-
-    async def _fail(self, message: str) -> None:
-        errors = {"object": "list", "data": [{"code": "invalid_input_file", "message": message, "param": None,
-                                             "line": None}]}  # fmt: skip
-        self._update(status="failed", failed_at=_now(), errors=errors)
-        self._finished.set()
-        self.service.ended(self)
-
-    def _write_files(self, unfinished: list[Line], status: str) -> tuple[str | None, str | None, dict[str, int]]:
-        """The answers (status 200) to the output file and the rest to the error file, each
-        in line order; files with no line are not made (OpenAI's ids are then null)."""
-        answers: list[tuple[int, int]] = []
-        failed: list[tuple[int, int]] = []
-        if self.journal_path.exists():
-            for offset, line in _offsets(self.journal_path):
-                (answers if _is_answer(line) else failed).append((line.get("seqsched", {}).get("line", 0), offset))
-        code = f"batch_{status}"
-        extra = [(e.number, error_line(e.custom_id, e.message)) for e in self.errors]
-        extra += [(line.number, error_line(line.custom_id, f"the batch was {status} before this request ran", code))
+        extra = [Extra(e.number, e.custom_id, e.message) for e in self.errors]
+        ended = "failed" if status == "failed" else f"was {status}"
+        extra += [Extra(line.number, line.custom_id, f"the batch {ended} before this request ran", f"batch_{status}")
                   for line in unfinished]  # fmt: skip
-        store = self.service.store
-        output_id = error_id = None
-        if answers:
-            output_id = _file_id(self.id, "output")
-            copy_lines(
-                (Located(self.journal_path, off, None) for _, off in sorted(answers)), store.file_path(output_id), MODE
-            )
-            store.save_file(
-                output_id, f"{self.id}_output.jsonl", "batch_output", store.file_path(output_id).stat().st_size
-            )
-        if failed or extra:
-            error_id = _file_id(self.id, "errors")
-            self._write_errors(store.file_path(error_id), sorted(failed), sorted(extra, key=lambda p: p[0]))
-            store.save_file(
-                error_id, f"{self.id}_errors.jsonl", "batch_output", store.file_path(error_id).stat().st_size
-            )
-        counts = {"total": self.num_lines, "completed": len(answers), "failed": len(failed) + len(extra)}
-        return output_id, error_id, counts
+        try:
+            files = await asyncio.to_thread(write_outputs, self.service.store, self.id, self.num_lines, extra)
+        except OSError as e:
+            await asyncio.to_thread(remove_partial, self.service.store, self.id)
+            self._retry_finalize(status, unfinished, str(e))
+            return
+        self.record["errors"] = None if status != "failed" else self.record.get("errors")
+        self._update(status=status, **files, **{f"{status}_at": _now()})
+        self._finished.set()
+        self.service.ended(self)
 
-    def _write_errors(self, path: Path, failed: list[tuple[int, int]], extra: list[tuple[int, dict[str, Any]]]) -> None:
-        lines: list[tuple[int, dict[str, Any]]] = list(extra)
-        if failed:
-            with self.journal_path.open("rb") as f:
-                for number, offset in failed:
-                    f.seek(offset)
-                    lines.append((number, json.loads(f.readline())))
-        write_jsonl(path, [line for _, line in sorted(lines, key=lambda p: p[0])], MODE)
+    def _retry_finalize(self, status: str, unfinished: list[Line], why: str) -> None:
+        self.service.metrics.batch_disk_errors.inc()
+        log.warning("batch %s: its files could not be written (%s); tried again each second", self.id, why)
+        self._set_errors("disk_error", f"the output could not be written ({why}); tried again each second")
+        self.unfinalized = (status, unfinished)
+
+    async def _input_lost(self, message: str) -> None:
+        """The input is gone: what the journal holds is kept (output and error files), the
+        batch fails, saying why."""
+        self._set_errors("invalid_input_file", message)
+        head, entries = read_journal(self.service.store.journal_path(self.id))
+        if entries and (head or {}).get(HEADER, {}).get("id") == self.id:
+            self.num_lines = self.record["request_counts"].get("total", len(entries))
+            await self.finalize("failed")
+            return
+        await self._fail("invalid_input_file", message)
+
+    async def _fail(self, code: str, message: str) -> None:
+        self._set_errors(code, message, save=False)
+        self._update(status="failed", failed_at=_now(), request_counts={"total": self.num_lines, "completed": 0,
+                                                                         "failed": 0})  # fmt: skip
+        self._finished.set()
+        self.service.ended(self)
 
     # -- the record ----------------------------------------------------------------------------------
 
@@ -363,45 +356,19 @@ class BatchRunner:
         """Live: the record on disk is written when the status changes, not per answer."""
         return {"total": self.num_lines, "completed": self.num_done, "failed": self.num_failed + len(self.errors)}
 
+    def _set_errors(self, code: str | None, message: str | None, save: bool = True) -> None:
+        errors = None if code is None else {"object": "list", "data": [{"code": code, "message": message,
+                                                                        "param": None, "line": None}]}  # fmt: skip
+        if self.record.get("errors") != errors:
+            self.record["errors"] = errors
+            if save:
+                self.service.store.save_batch(self.record)
+
     def _update(self, **changes: Any) -> None:
         self.record.update(changes)
-        if "request_counts" not in changes:
+        if "request_counts" not in changes and self.num_lines:
             self.record["request_counts"] = self.counts()
         self.service.store.save_batch(self.record)
-
-
-def _is_answer(line: dict[str, Any]) -> bool:
-    return line.get("error") is None and (line.get("response") or {}).get("status_code") == 200
-
-
-def _offsets(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    out, offset = [], 0
-    with path.open("rb") as f:
-        for raw in f:
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                line = None
-            if isinstance(line, dict):
-                out.append((offset, line))
-            offset += len(raw)
-    return out
-
-
-def _json_or_text(content: bytes) -> Any:
-    try:
-        return json.loads(content)
-    except ValueError:
-        return {"error": {"message": content[:300].decode("utf-8", "replace")}}
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha1("\x00".join(parts).encode("utf-8")).hexdigest()[:24]
-
-
-def _file_id(batch_id: str, what: str) -> str:
-    """Deterministic: a finalize redone after a crash writes the same file, not a second."""
-    return f"file-{_digest(batch_id, what)}"
 
 
 def _now() -> int:

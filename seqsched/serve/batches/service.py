@@ -40,11 +40,14 @@ class Batches:
         self.store = Store(config.batch_dir)
         self.dispatcher, self.upstreams, self.predictions, self.metrics = dispatcher, upstreams, predictions, metrics
         self.runners: dict[str, BatchRunner] = {}
+        self._creating = 0  # creations past the limit's check, not yet recorded
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Resume every batch a stopped server left unfinished; start the lane's clock."""
+        """Index the directory (damaged records quarantined, logged), resume every batch a
+        stopped server left unfinished, start the lane's clock."""
+        await asyncio.to_thread(self.store.load)
         for record in self.store.active_batches():
             log.warning("seqsched serve: resuming batch %s (%s)", record["id"], record["status"])
             self._run(BatchRunner(self, record))
@@ -90,36 +93,47 @@ class Batches:
             raise ApiError(400, "the request body must be a JSON object")
         file_id, endpoint, window = body.get("input_file_id"), body.get("endpoint"), body.get("completion_window")
         if endpoint not in ENDPOINTS:
-            raise ApiError(400, f"endpoint must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}", "endpoint")
+            raise ApiError(400, f"endpoint must be one of {', '.join(ENDPOINTS)}, got {_shown(endpoint)}", "endpoint")
         if window != "24h":
-            raise ApiError(400, f"completion_window must be '24h', got {window!r}", "completion_window")
+            raise ApiError(400, f"completion_window must be '24h', got {_shown(window)}", "completion_window")
         metadata = body.get("metadata")
-        if metadata is not None and not _is_metadata(metadata):
-            raise ApiError(400, "metadata must be at most 16 string keys with string values", "metadata")
+        if metadata is not None:
+            _check_metadata(metadata)
         if not isinstance(file_id, str):
-            raise ApiError(400, f"input_file_id must be a file id, got {file_id!r}", "input_file_id")
+            raise ApiError(400, f"input_file_id must be a file id, got {_shown(file_id)}", "input_file_id")
         if self.file(file_id)["purpose"] != "batch":
             raise ApiError(400, f"file {file_id} was not uploaded with purpose 'batch'", "input_file_id")
-        active = sum(1 for _ in self.store.active_batches())
+        active = sum(1 for _ in self.store.active_batches()) + self._creating
         if active >= self.limits.max_active_batches:
             raise ApiError(429, f"{active} batches are not yet done, the most this server runs at once "
                            f"(--max-active-batches {self.limits.max_active_batches}): wait for one to end",
                            kind="rate_limit_exceeded")  # fmt: skip
-        lines = await asyncio.to_thread(count_lines, self.store.file_path(file_id))
-        if lines > self.limits.max_batch_lines:
-            raise ApiError(400, f"file {file_id} has {lines:,} lines, over this server's limit of "
-                           f"{self.limits.max_batch_lines:,} a batch (--max-batch-lines)", "input_file_id")  # fmt: skip
-        now = int(time.time())
-        record: dict[str, Any] = {
-            "id": self.store.new_batch_id(), "object": "batch", "endpoint": endpoint, "errors": None,
-            "input_file_id": file_id, "completion_window": "24h", "status": "validating",
-            "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": None,
-            "expires_at": now + WINDOW_S, "finalizing_at": None, "completed_at": None, "failed_at": None,
-            "expired_at": None, "cancelling_at": None, "cancelled_at": None,
-            "request_counts": {"total": lines, "completed": 0, "failed": 0}, "metadata": metadata,
-        }  # fmt: skip
-        self.store.save_batch(record)
-        self._run(BatchRunner(self, record))
+        self._creating += 1  # counted from here, before the first await: creation is atomic
+        try:
+            try:
+                lines = await asyncio.to_thread(count_lines, self.store.file_path(file_id))
+            except OSError as e:
+                raise ApiError(400, f"file {file_id} cannot be read: {e}", "input_file_id") from None
+            if lines > self.limits.max_batch_lines:
+                raise ApiError(400, f"file {file_id} has {lines:,} lines, over this server's limit of "
+                               f"{self.limits.max_batch_lines:,} a batch (--max-batch-lines)",
+                               "input_file_id")  # fmt: skip
+            now = int(time.time())
+            record: dict[str, Any] = {
+                "id": self.store.new_batch_id(), "object": "batch", "endpoint": endpoint, "errors": None,
+                "input_file_id": file_id, "completion_window": "24h", "status": "validating",
+                "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": None,
+                "expires_at": now + WINDOW_S, "finalizing_at": None, "completed_at": None, "failed_at": None,
+                "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+                "request_counts": {"total": lines, "completed": 0, "failed": 0}, "metadata": metadata,
+            }  # fmt: skip
+            if not self.store.save_batch(record):
+                why = self.store.unsaved.get(record["id"], "")
+                self.store.forget_batch(record["id"])
+                raise ApiError(507, f"the batch could not be recorded: {why}", kind="insufficient_storage")
+            self._run(BatchRunner(self, record))
+        finally:
+            self._creating -= 1
         return self.get(record["id"])
 
     def get(self, batch_id: str) -> dict[str, Any]:
@@ -173,12 +187,12 @@ class Batches:
             await runner.run()
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug must not leave a batch silently stuck: it fails, loudly
+        except Exception as e:  # a bug must not leave a batch silently stuck: it fails, loudly
             log.exception("batch %s failed", runner.id)
             with contextlib.suppress(Exception):
                 await runner.stop("closed")
             runner.record.update(status="failed", failed_at=int(time.time()), errors={"object": "list", "data": [
-                {"code": "server_error", "message": "the batch failed inside seqsched (see its log)",
+                {"code": "server_error", "message": f"the batch failed inside seqsched ({type(e).__name__}: {e})",
                  "param": None, "line": None}]})  # fmt: skip
             self.store.save_batch(runner.record)
             self.ended(runner)
@@ -189,20 +203,42 @@ class Batches:
 
     async def _tick(self) -> None:
         """Every second: the governor may let more batch work in (no event does that on its
-        own while nothing ends), and batches past their window expire."""
+        own while nothing ends), records and answers a full disk refused are written again,
+        and batches past their window expire."""
         while True:
             await asyncio.sleep(_TICK_S)
-            self.dispatcher.pump()
-            now = time.time()
-            for runner in list(self.runners.values()):
-                if runner.record["expires_at"] <= now and runner.stopping is None:
-                    self._keep(asyncio.get_running_loop().create_task(runner.stop("expired")))
+            try:
+                self.dispatcher.pump()
+                self.store.retry()
+                now = time.time()
+                for runner in list(self.runners.values()):
+                    runner.tick()
+                    if runner.record["expires_at"] <= now and runner.stopping is None:
+                        self._keep(asyncio.get_running_loop().create_task(runner.stop("expired")))
+            except Exception:  # the clock must go on
+                log.exception("the batches' clock")
 
 
-def _is_metadata(value: Any) -> bool:
-    """OpenAI's rule: at most 16 pairs of strings."""
-    return (
-        isinstance(value, dict)
-        and len(value) <= 16
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-    )
+METADATA_PAIRS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512  # OpenAI's limits
+
+
+def _check_metadata(value: Any) -> None:
+    """OpenAI's rule: at most 16 pairs, keys of at most 64 characters, string values of at most 512."""
+    if not isinstance(value, dict):
+        raise ApiError(400, f"metadata must be an object of string pairs, got {_shown(value)}", "metadata")
+    if len(value) > METADATA_PAIRS:
+        raise ApiError(400, f"metadata has {len(value)} pairs, over the limit of {METADATA_PAIRS}", "metadata")
+    for key, item in value.items():
+        if len(key) > METADATA_KEY_CHARS:
+            raise ApiError(400, f"metadata key {_shown(key)} is {len(key)} characters, over the limit of "
+                           f"{METADATA_KEY_CHARS}", "metadata")  # fmt: skip
+        if not isinstance(item, str):
+            raise ApiError(400, f"metadata[{_shown(key)}] must be a string, got {_shown(item)}", "metadata")
+        if len(item) > METADATA_VALUE_CHARS:
+            raise ApiError(400, f"metadata[{_shown(key)}] is {len(item):,} characters, over the limit of "
+                           f"{METADATA_VALUE_CHARS}", "metadata")  # fmt: skip
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -201,8 +201,7 @@ def soak(args: argparse.Namespace, url: str, server: Server, disk: Path, kills: 
         "interactive_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 4) if latencies else None,
         "peak_rss_mib": round(server.peak_rss / 2**20, 1),
         "events": events,
-        "retries_since_last_start": {line.split('"')[1]: float(line.split()[-1]) for line in metrics.splitlines()
-                                     if line.startswith("seqsched_batch_retries_total{")},  # fmt: skip
+        "retries_since_last_start": _retries(metrics),
     }
     return {"summary": summary, "batches": per_batch, "args": {k: str(v) for k, v in vars(args).items()}}
 
@@ -266,6 +265,15 @@ def _check(client: httpx.Client, batch_id: str, lines: int) -> dict[str, Any]:
     return {"id": batch_id, "status": batch["status"], "answered": answered, "failed": failed,
             "missing": lines - len(seen), "doubled": sum(n - 1 for n in seen.values()),
             "request_counts": batch["request_counts"]}  # fmt: skip
+
+
+def _retries(metrics: str) -> dict[str, float]:
+    """seqsched_batch_retries_total by kind (since the server last started)."""
+    found = {}
+    for line in metrics.splitlines():
+        if line.startswith("seqsched_batch_retries_total{"):
+            found[line.split('"')[1]] = float(line.split()[-1])
+    return found
 
 
 def _fill(disk: Path) -> Path:

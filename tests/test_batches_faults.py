@@ -176,12 +176,12 @@ def test_batch_creation_obeys_the_body_limits_and_openais_metadata_rules(tmp_pat
 
 
 def _trickle(url: str, path: str, body: bytes, kind: str) -> httpx.Response:
-    """``body`` sent a few bytes a second (a slow client)."""
+    """``body``'s first bytes, then a pause past the body timeout, then the rest (a slow client)."""
 
     def chunks() -> Any:
-        for i in range(0, len(body), 4):
-            time.sleep(0.3)
-            yield body[i : i + 4]
+        yield body[:4]
+        time.sleep(2.5)  # past the server's 1 s
+        yield body[4:]
 
     return httpx.post(f"{url}{path}", content=chunks(), headers={"content-type": kind}, timeout=30)
 

@@ -105,8 +105,9 @@ def test_the_openai_client_runs_a_batch_on_vllm(vllm_url: str, tmp_path: Path) -
 
 def test_answers_with_n_and_logprobs_are_vllms_own(vllm_url: str, tmp_path: Path) -> None:
     """Lines never stopped (n > 1, logprobs) answer with vLLM's own non-streamed body."""
-    lines = [*_lines(1, 16, n=2, temperature=0.8, seed=11), *_lines(1, 16, logprobs=True, top_logprobs=2)]
-    lines[1]["custom_id"] = "r1"
+    lines = _lines(2, 16)
+    lines[0]["body"].update(n=2, temperature=0.8, seed=11)
+    lines[1]["body"].update(logprobs=True, top_logprobs=2)
     with _serve(vllm_url, tmp_path / "d") as url:
         batch, output, errors = _run_batch(url, _write(tmp_path / "in.jsonl", lines))
         own = [httpx.post(f"{vllm_url}/v1/chat/completions", json=x["body"], timeout=60).json() for x in lines]

@@ -123,9 +123,10 @@ class Server:
 
     def _sample(self) -> None:
         while True:
-            with contextlib.suppress(psutil.Error, AttributeError):
-                assert self.process is not None
-                self.peak_rss = max(self.peak_rss, psutil.Process(self.process.pid).memory_info().rss)
+            process = self.process
+            if process is not None:
+                with contextlib.suppress(psutil.Error):
+                    self.peak_rss = max(self.peak_rss, psutil.Process(process.pid).memory_info().rss)
             time.sleep(0.25)
 
 
@@ -149,7 +150,7 @@ def soak(args: argparse.Namespace, url: str, server: Server, disk: Path, kills: 
         created.raise_for_status()
         ids.append(created.json()["id"])
     print(f"batch_soak: {args.batches} batches of {args.lines} lines created", file=sys.stderr)
-    probe = Probe(url)
+    probe = Probe(url, server)
     probe.start()
     total = args.batches * args.lines
     started = time.monotonic()
@@ -197,6 +198,7 @@ def soak(args: argparse.Namespace, url: str, server: Server, disk: Path, kills: 
         "wall_s": round(wall, 1),
         "interactive_requests": len(latencies) + probe.failures,
         "interactive_failures": probe.failures,
+        "interactive_failure_reasons": probe.reasons[:10],
         "interactive_p50_s": round(statistics.median(latencies), 4) if latencies else None,
         "interactive_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 4) if latencies else None,
         "peak_rss_mib": round(server.peak_rss / 2**20, 1),
@@ -209,10 +211,11 @@ def soak(args: argparse.Namespace, url: str, server: Server, disk: Path, kills: 
 class Probe:
     """An interactive client: one chat request every 0.2 s, its latency (failures counted)."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str, server: Server) -> None:
+        self.url, self.server = url, server
         self.latencies: list[float] = []
         self.failures = 0
+        self.reasons: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -231,13 +234,15 @@ class Probe:
                 body = {"model": "fake", "messages": [{"role": "user", "content": f"tokens 8 probe {i}"}]}
                 t0 = time.perf_counter()
                 try:
-                    ok = client.post(f"{self.url}/v1/chat/completions", json=body).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
+                    answer = client.post(f"{self.url}/v1/chat/completions", json=body)
+                    why = None if answer.status_code == 200 else f"{answer.status_code}: {answer.text[:200]}"
+                except httpx.HTTPError as e:
+                    why = f"{type(e).__name__}: {e}"
+                if why is None:
                     self.latencies.append(time.perf_counter() - t0)
-                elif _healthy(self.url):  # a request lost to a kill -9 is not the server's answer
-                    self.failures += 1
+                elif time.monotonic() - self.server.starts[-1] > 1 and _healthy(self.url):
+                    self.failures += 1  # not one lost to a kill -9 (the server was up before and after)
+                    self.reasons.append(why)
 
 
 def _progress(client: httpx.Client, ids: list[str]) -> tuple[int, int]:

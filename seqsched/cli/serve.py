@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from seqsched.cli.help import HelpFormatter
+from seqsched.cli.routing import SCORERS, routing_arg
 from seqsched.schedule.batch_lane import BATCH_ORDERS, BatchLaneConfig
 from seqsched.serve.config import DEFAULT_MAX_BYPASS, DEFAULT_MAX_INFLIGHT, BatchLimits, ServeConfig
 
@@ -60,7 +61,9 @@ def add_parser(subparsers: Any) -> None:
         help=f"requests forwarded to one upstream at once (default: --max-num-seqs with --model, else "
         f"{DEFAULT_MAX_INFLIGHT}, vLLM's default max_num_seqs)",
     )
-    g.add_argument("--routing", choices=["least-work", "round-robin"], default="least-work", help="across upstreams")
+    g.add_argument("--routing", type=routing_arg, default="least-work", metavar="SCORER[:W],...",
+                   help=f"across upstreams: one scorer or a weighted mix of {', '.join(SCORERS)} "
+                   "(e.g. prefix-affinity:2,least-work:1)")  # fmt: skip
     g.add_argument(
         "--priority",
         choices=["auto", "on", "off"],

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from seqsched.cli.routing import SCORERS, routing_arg
+
 OFFLINE_STRATEGIES = "vanilla,oracle"  # simulate's --strategies default, which online mode leaves alone
 POLICY_NAMES = ("fcfs", "sjf", "ljf")
 
@@ -41,8 +43,9 @@ def add_online_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--replicas", type=int, default=1,
                    help="vLLM servers, each of the engine's size (fcfs: a round-robin balancer in front)")  # fmt: skip
-    g.add_argument("--routing", choices=["least-work", "round-robin"], default="least-work",
-                   help="seqsched serve's routing across --replicas")  # fmt: skip
+    g.add_argument("--routing", type=routing_arg, default="least-work", metavar="SCORER[:W],...",
+                   help=f"seqsched serve's routing across --replicas: one scorer or a weighted mix of "
+                   f"{', '.join(SCORERS)}")  # fmt: skip
 
 
 def is_online(args: argparse.Namespace) -> bool:

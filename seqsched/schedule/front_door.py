@@ -31,8 +31,10 @@ from seqsched.schedule.batch_lane import BatchGovernor, BatchLaneConfig
 from seqsched.schedule.batch_queue import BatchQueue, Queued
 from seqsched.schedule.config import POLICIES, Policy
 from seqsched.schedule.ledger import LANES, Held, Lane, SlotLedger
+from seqsched.schedule.prefix import Blocks
 from seqsched.schedule.queue import Waiting, WaitingQueue
-from seqsched.schedule.route import ROUTINGS, Router, Routing
+from seqsched.schedule.route import Router, Routing
+from seqsched.schedule.scorers import Routed, parse_routing
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,7 @@ class DoorConfig:
             raise ValueError(f"policy ({self.policy!r}) must be one of {', '.join(POLICIES)}")
         if self.max_bypass is not None and self.max_bypass < 0:
             raise ValueError(f"max_bypass ({self.max_bypass}) must be >= 0 or None")
-        if self.routing not in ROUTINGS:
-            raise ValueError(f"routing ({self.routing!r}) must be one of {', '.join(ROUTINGS)}")
+        parse_routing(self.routing)  # a clear error for a bad name or weight
 
 
 @dataclass(eq=False)
@@ -73,6 +74,7 @@ class Ticket:
     lease: int | None = None  # the slot it holds now
     num_preemptions: int = 0
     preemptible: bool = True
+    prefix: Blocks = ()  # its prompt's block keys, when routing wants prefix affinity
     entry: Waiting[Ticket] | Queued[Ticket] | None = None
 
     def __post_init__(self) -> None:
@@ -192,7 +194,8 @@ class FrontDoor:
             entry = self.interactive.pop()
             assert entry is not None
             ticket = entry.item
-            upstream = self.router.pick(self.ledger, ticket.exclude)
+            routed = Routed(ticket.predicted_len, ticket.prefix)
+            upstream = self.router.pick(self.ledger, ticket.exclude, request=routed)
             assert upstream is not None, "a slot was free"
             self._grant(ticket, upstream, plan, now)
 
@@ -204,7 +207,8 @@ class FrontDoor:
             entry = self.batch.pop(self.governor.order(now, self.ledger.running(lane="interactive")))
             assert entry is not None
             ticket = entry.item
-            upstream = self.router.pick(self.ledger, ticket.exclude, headroom)
+            routed = Routed(ticket.predicted_len, ticket.prefix)
+            upstream = self.router.pick(self.ledger, ticket.exclude, headroom, routed)
             assert upstream is not None, "a slot over the headroom was free"
             self._grant(ticket, upstream, plan, now)
 

@@ -4,43 +4,51 @@ NOTE on the steps (as llm-d's scheduler splits them).
 - **Filter**: upstreams with a free slot, less the ones that already failed this request
   (when only those are free, they are tried anyway: better a second try than a wait),
   and, for the batch lane, only those with more than ``headroom`` free slots.
-- **Score**: ``least-work``, the predicted tokens left over the requests an upstream
-  runs (``ledger.py``), so one that drew long requests gets fewer new ones;
-  ``round-robin``, the distance from the upstream whose turn it is, blind to lengths.
-- **Pick**: the lowest score; ties go to the lowest index.
+- **Score**: the named scorers of ``--routing`` (``scorers.py``: ``least-work``,
+  ``queue-length``, ``round-robin``, ``prefix-affinity``, or a weighted mix of them).
+- **Pick**: the lowest score; ties go to the lowest index. Every scorer hears the pick
+  (round-robin's turn moves, prefix affinity records the prompt's blocks there).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from seqsched.schedule.ledger import SlotLedger
+from seqsched.schedule.scorers import SCORERS, Routed, Scorer, combine, parse_routing
 
-Routing = Literal["least-work", "round-robin"]
-ROUTINGS: tuple[Routing, ...] = ("least-work", "round-robin")
+Routing = str  # a scorer's name or a weighted mix (``scorers.parse_routing``)
+ROUTINGS: tuple[str, ...] = tuple(SCORERS)
+_NOBODY = Routed()
 
 
 class Router:
-    """Picks an upstream from the ledger; holds only round-robin's turn."""
+    """Picks an upstream from the ledger with its scorers (which hold their own state:
+    round-robin's turn, each upstream's routed prefixes)."""
 
     def __init__(self, routing: Routing = "least-work") -> None:
-        if routing not in ROUTINGS:
-            raise ValueError(f"routing ({routing!r}) must be one of {', '.join(ROUTINGS)}")
         self.routing = routing
-        self._next = 0  # round-robin's turn
+        self.mix = parse_routing(routing)
+        self.scorers: list[Scorer] = [SCORERS[name]() for name, _ in self.mix]
+        self.weights = [weight for _, weight in self.mix]
+        self.needs_prefix = any(name == "prefix-affinity" for name, _ in self.mix)
 
-    def pick(self, ledger: SlotLedger, exclude: frozenset[int] = frozenset(), headroom: int = 0) -> int | None:
+    def pick(
+        self,
+        ledger: SlotLedger,
+        exclude: frozenset[int] = frozenset(),
+        headroom: int = 0,
+        request: Routed = _NOBODY,
+    ) -> int | None:
         """An upstream with more than ``headroom`` free slots (avoiding ``exclude`` while
         another will do), or None when there is none."""
         free = [u for u in range(ledger.num_upstreams) if ledger.free(u) > headroom]
         candidates = [u for u in free if u not in exclude] or free
         if not candidates:
             return None
-        if self.routing == "round-robin":
-            n = ledger.num_upstreams
-            pick = min(candidates, key=lambda u: (u - self._next) % n)
-            self._next = (pick + 1) % n
-            return pick
-        if len(candidates) == 1:  # no score needed (the work is a sum over the running)
-            return candidates[0]
-        return min(candidates, key=lambda u: (ledger.work(u), u))
+        if len(candidates) == 1:
+            pick = candidates[0]
+        else:
+            scores = combine([s.score(ledger, candidates, request) for s in self.scorers], self.weights)
+            pick = candidates[min(range(len(candidates)), key=lambda i: (scores[i], candidates[i]))]
+        for scorer in self.scorers:
+            scorer.routed(pick, request)
+        return pick

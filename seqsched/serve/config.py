@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 from seqsched.schedule.batch_lane import BatchLaneConfig
 from seqsched.schedule.config import POLICIES, Policy
 from seqsched.schedule.front_door import DoorConfig
-from seqsched.schedule.route import ROUTINGS, Routing
+from seqsched.schedule.route import Routing
+from seqsched.schedule.scorers import parse_routing
 
 DEFAULT_MAX_BYPASS = 128  # measured: docs/serving.md, the aging knob
 DEFAULT_MAX_INFLIGHT = 256  # vLLM's own max_num_seqs default, for an upstream that does not say
@@ -107,8 +108,7 @@ class ServeConfig:
             raise ValueError(f"port ({self.port}) must be in [0, 65535]")
         if self.policy not in POLICIES:
             raise ValueError(f"policy ({self.policy!r}) must be one of {', '.join(POLICIES)}")
-        if self.routing not in ROUTINGS:
-            raise ValueError(f"routing ({self.routing!r}) must be one of {', '.join(ROUTINGS)}")
+        parse_routing(self.routing)  # a clear error for a bad name or weight
         if self.max_bypass is not None and self.max_bypass < 0:
             raise ValueError(f"max_bypass ({self.max_bypass}) must be >= 0 or None")
         for name in ("max_inflight", "max_request_bytes", "max_connections"):

@@ -18,6 +18,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 
 from seqsched.schedule.front_door import Ticket
+from seqsched.schedule.prefix import prefix_blocks
 from seqsched.serve.accounting import Call, finish_reason, usage_tokens
 from seqsched.serve.protocol import ApiError, Endpoint, parse_body
 from seqsched.serve.relay import Relay
@@ -39,7 +40,8 @@ async def answer(server: Server, request: HttpRequest, endpoint: Endpoint) -> Re
     predicted = await server.predictions.predict(parsed.text, parsed.max_tokens)
     server.metrics.predict_seconds.observe(time.perf_counter() - t0)
     server.metrics.predicted.observe(predicted)
-    call = Call(endpoint, parsed, Ticket(request_id(request), predicted), started)
+    prefix = prefix_blocks(parsed.text) if server.door.router.needs_prefix else ()
+    call = Call(endpoint, parsed, Ticket(request_id(request), predicted, prefix=prefix), started)
     outcome = await server.until_gone_or_drained(request, _open(server, call, request.headers.get("authorization")))
     if isinstance(outcome, Exchange):  # a stream, answering 200: the relay owns it now
         relay = Relay(call, outcome, server.accounting, server.config.stall_timeout_s, server.relays.discard)

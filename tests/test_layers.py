@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("seqsched.pipeline", "seqsched.metrics", "seqsched.eta", "seqsched.dry_run", "seqsched.config"),
     ("seqsched.build",),
     ("seqsched.bench", "seqsched.collect", "seqsched.serve"),
-    ("seqsched.job", "seqsched.distributed", "seqsched.ray_serve"),
+    ("seqsched.job", "seqsched.distributed", "seqsched.ray_serve", "seqsched.ray_replicas"),
     ("seqsched.api",),
     ("seqsched.cli", "seqsched.__main__", "seqsched"),
 ]

@@ -120,6 +120,15 @@ def add_parser(subparsers: Any) -> None:
     v.add_argument("--threads", type=int, default=1, help="vLLM's OpenMP threads on a CPU")
     v.add_argument("--vllm-log", type=Path, default=None, help="vLLM's output (default: a file in the temp folder)")
     v.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for vLLM to be healthy")
+    r = p.add_argument_group("replicas on Ray (--model; docs/serving.md, Beyond one machine)")
+    r.add_argument("--replicas", type=int, default=1,
+                   help="vLLM replicas that Ray places and restarts, each its own upstream (over 1, or with "
+                   "--ray-address: on Ray)")  # fmt: skip
+    r.add_argument("--ray-address", default=None,
+                   help="the Ray cluster to join ('auto': the one `ray start` made here; none: a local Ray, "
+                   "started and stopped with the server)")  # fmt: skip
+    r.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves for each replica")
+    r.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs Ray reserves for each replica")
     p.set_defaults(func=main)
 
 
@@ -181,6 +190,18 @@ def main(args: argparse.Namespace) -> int:
     predict = load_predict(args.predictor)
     from seqsched.serve.run import run_server
 
+    if args.model is None and (args.replicas != 1 or args.ray_address is not None):
+        raise UsageError("--replicas and --ray-address start vLLM replicas on Ray: they go with --model, "
+                         "not --upstream")  # fmt: skip
+    if args.replicas < 1:
+        raise UsageError(f"--replicas must be at least 1, got {args.replicas}")
+    if args.model is not None and (args.replicas > 1 or args.ray_address is not None):
+        from seqsched.ray_replicas import ReplicaSettings, ray_replicas
+
+        settings = ReplicaSettings(args.replicas, args.ray_address, args.replica_cpus, args.replica_gpus)
+        with ray_replicas(settings, _vllm_config(args), args.startup_timeout) as replicas:
+            run_server(serve_config(args, replicas.urls), predict, background=replicas.watch)
+        return 0
     with _upstreams(args) as upstreams:
         run_server(serve_config(args, upstreams), predict)
     return 0
@@ -191,9 +212,16 @@ def _upstreams(args: argparse.Namespace) -> Iterator[list[str]]:
     if args.model is None:
         yield [url.rstrip("/") for url in args.upstream]
         return
-    from seqsched.serve.launch import LocalVLLMConfig, local_vllm
+    from seqsched.serve.launch import local_vllm
 
-    local = LocalVLLMConfig(
+    with local_vllm(_vllm_config(args)) as url:
+        yield [url]
+
+
+def _vllm_config(args: argparse.Namespace) -> Any:
+    from seqsched.serve.launch import LocalVLLMConfig
+
+    return LocalVLLMConfig(
         model=args.model,
         served_model_name=args.served_model_name,
         dtype=args.dtype,
@@ -205,5 +233,3 @@ def _upstreams(args: argparse.Namespace) -> Iterator[list[str]]:
         startup_timeout_s=args.startup_timeout,
         log_path=args.vllm_log,
     )
-    with local_vllm(local) as url:
-        yield [url]

@@ -49,6 +49,13 @@ class SlotLedger:
     def num_upstreams(self) -> int:
         return len(self.slots)
 
+    def set_slots(self, upstream: int, slots: int) -> None:
+        """``upstream`` now takes ``slots`` requests at once (0: it is down; the requests it
+        holds keep their slots until they end, which they will, with errors)."""
+        if slots < 0:
+            raise ValueError(f"slots ({slots}) must be >= 0")
+        self.slots[upstream] = slots
+
     def free(self, upstream: int) -> int:
         return self.slots[upstream] - len(self._held[upstream])
 

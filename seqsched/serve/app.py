@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,9 +36,15 @@ from seqsched.serve.upstream import Upstream
 log = logging.getLogger("seqsched.serve")
 
 
-def build_app(config: ServeConfig, predict: PredictFn, upstreams: list[Upstream] | None = None) -> Starlette:
+def build_app(
+    config: ServeConfig,
+    predict: PredictFn,
+    upstreams: list[Upstream] | None = None,
+    background: Callable[[Server], Coroutine[Any, Any, None]] | None = None,
+) -> Starlette:
     """The ASGI app. ``upstreams`` as found by :meth:`Upstreams.discover_all` (default:
-    each URL, its ``priority`` found out on first contact)."""
+    each URL, its ``priority`` found out on first contact); ``background``: a task that
+    runs while the app does (the Ray replicas' watch, ``ray_replicas.py``)."""
     found = upstreams or [Upstream(url, config.priority) for url in config.upstreams]
     server = Server(config, predict, found)
 
@@ -50,10 +57,13 @@ def build_app(config: ServeConfig, predict: PredictFn, upstreams: list[Upstream]
         shown = ", ".join(f"{u.url}{' (vLLM: priority)' if u.priority else ''}" for u in server.upstreams.upstreams)
         log.warning("seqsched serve: http://%s:%d/v1 -> %s; policy %s, max_inflight %d per upstream, max_bypass %s",
                     config.host, config.port, shown, config.policy, config.max_inflight, config.max_bypass)  # fmt: skip
+        watch = asyncio.get_running_loop().create_task(background(server)) if background is not None else None
         try:
             yield
         finally:
             server.draining = True
+            if watch is not None:
+                watch.cancel()
             await server.close()
 
     async def chat(request: HttpRequest) -> Response:
@@ -71,7 +81,8 @@ def build_app(config: ServeConfig, predict: PredictFn, upstreams: list[Upstream]
 
     async def health(request: HttpRequest) -> Response:
         status = "draining" if server.draining else "ok"
-        body = {"status": status, "waiting": server.dispatcher.num_waiting, "upstreams": list(config.upstreams)}
+        upstreams = [u.url for u in server.upstreams.upstreams]  # where they are now (a replica may move)
+        body = {"status": status, "waiting": server.dispatcher.num_waiting, "upstreams": upstreams}
         return JSONResponse(body, status_code=503 if server.draining else 200)
 
     async def metrics(request: HttpRequest) -> Response:

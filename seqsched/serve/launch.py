@@ -55,6 +55,7 @@ class LocalVLLMConfig:
     scheduling_policy: str = "priority"  # "fcfs": plain vLLM, the anchor a benchmark compares with
     cpus: tuple[int, ...] | None = None  # pin vLLM to these CPU cores (Linux); None: wherever
     extra_args: tuple[str, ...] = ()
+    host: str = "127.0.0.1"  # a replica on another node of a Ray cluster listens on its node's address
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
@@ -69,7 +70,7 @@ def command(config: LocalVLLMConfig, port: int, official_cli: bool) -> list[str]
     """The command line that starts the server."""
     head = ["vllm", "serve", config.model] if official_cli else [sys.executable, "-m", _MODULE, "--model", config.model]
     args = [
-        "--host", "127.0.0.1",
+        "--host", config.host,
         "--port", str(port),
         "--dtype", config.dtype,
         "--max-num-seqs", str(config.max_num_seqs),
@@ -92,6 +93,18 @@ def command(config: LocalVLLMConfig, port: int, official_cli: bool) -> list[str]
 @contextlib.contextmanager
 def local_vllm(config: LocalVLLMConfig) -> Iterator[str]:
     """Start vLLM, wait until it is healthy, yield its URL; stop it on the way out."""
+    process, url, log_path = start_vllm(config)
+    try:
+        yield url
+    finally:
+        stop(process)
+    if config.log_path is None:  # a log of our own choosing, of a clean run: not left behind
+        log_path.unlink(missing_ok=True)
+
+
+def start_vllm(config: LocalVLLMConfig) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Start vLLM and wait until it is healthy: its process, URL and log (kept on failure:
+    its path is in the error)."""
     try:
         import vllm  # noqa: F401
     except ModuleNotFoundError:
@@ -108,16 +121,13 @@ def local_vllm(config: LocalVLLMConfig) -> Iterator[str]:
             start_new_session=True,
             preexec_fn=functools.partial(_in_child, config.cpus),
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{config.host}:{port}"
     try:
         _wait_healthy(url, process, config.startup_timeout_s, log_path)
-        yield url
     except BaseException:
         stop(process)
-        raise  # the log stays: its path is in the message
-    stop(process)
-    if config.log_path is None:  # a log of our own choosing, of a clean run: not left behind
-        log_path.unlink(missing_ok=True)
+        raise
+    return process, url, log_path
 
 
 def stop(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from collections.abc import Callable, Coroutine
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -45,12 +47,14 @@ def warnings(config: ServeConfig) -> list[str]:
     return out
 
 
-def run_server(config: ServeConfig, predict: PredictFn) -> None:
-    """Serve until SIGINT or SIGTERM."""
+def run_server(
+    config: ServeConfig, predict: PredictFn, background: Callable[[Server], Coroutine[Any, Any, None]] | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM (``background``: a task beside the app's, ``build_app``)."""
     for line in warnings(config):
         print(f"WARNING: {line}", file=sys.stderr, flush=True)
     raise_open_files_limit()
-    app = build_app(config, predict)
+    app = build_app(config, predict, background=background)
     has_uvloop = importlib.util.find_spec("uvloop") is not None
     server_config = uvicorn.Config(
         app, config.host, config.port, log_level="warning", access_log=False,

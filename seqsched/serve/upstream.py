@@ -97,6 +97,9 @@ class Upstreams:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._probes: set[asyncio.Task[None]] = set()
+        # Told the index of an upstream that could not be reached (the Ray replicas' watch
+        # takes it out of routing at once, rather than at its next look).
+        self.on_unreachable: Callable[[int], None] | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -129,6 +132,7 @@ class Upstreams:
             except UNREACHABLE as e:
                 self.dispatcher.release(lease)
                 self.probe(target, force=True)
+                self._unreachable(index)
                 failures += 1
                 if failures >= len(self.upstreams):
                     raise ApiError(
@@ -162,13 +166,15 @@ class Upstreams:
     async def send_on(self, ticket: Ticket, lease: int, path: str, bodies: Bodies) -> Exchange:
         """A call on a slot the door granted already (the batch lane's): no queue, no
         retry here (an unreachable upstream raises, the slot given back)."""
-        assert ticket.upstream is not None
-        target = self.upstreams[ticket.upstream]
+        index = ticket.upstream
+        assert index is not None
+        target = self.upstreams[index]
         try:
             answer = await self._post(target, path, bodies, None)
         except UNREACHABLE:
             self.probe(target, force=True)
             self.dispatcher.release(lease)
+            self._unreachable(index)
             raise
         except BaseException:
             self.dispatcher.release(lease)
@@ -201,6 +207,10 @@ class Upstreams:
             target.priority = False
             log.warning("upstream %s refuses priority (not started with the priority policy): sent without", target.url)
         return await self.session.post(url, data=bodies(False), headers=headers)
+
+    def _unreachable(self, index: int) -> None:
+        if self.on_unreachable is not None:
+            self.on_unreachable(index)
 
     def probe(self, target: Upstream, force: bool = False) -> None:
         """Find out ``target``'s models and whether it is vLLM, in the background, at most

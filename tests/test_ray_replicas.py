@@ -84,8 +84,8 @@ def _exercise(url: str, tmp_path: Path) -> None:
     wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, "four answers", 120)
     victim = _vllm_serving(before[0])
     os.killpg(victim.pid, signal.SIGKILL)  # the server and its engine
-    chats = [httpx.post(f"{url}/v1/chat/completions", json={"model": model, "max_tokens": 8,
-                        "messages": [{"role": "user", "content": f"hi {i}"}]}, timeout=120) for i in range(4)]  # fmt: skip
+    asks = [{"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": f"hi {i}"}]} for i in range(4)]
+    chats = [httpx.post(f"{url}/v1/chat/completions", json=ask, timeout=120) for ask in asks]
     assert [r.status_code for r in chats] == [200] * 4, [r.text[:200] for r in chats]
     deadline = time.monotonic() + 300
     while (done := client.batches.retrieve(batch.id)).status not in ENDED:

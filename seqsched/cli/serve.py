@@ -29,6 +29,7 @@ from typing import Any
 from seqsched.cli.help import HelpFormatter
 from seqsched.cli.routing import SCORERS, routing_arg
 from seqsched.schedule.batch_lane import BATCH_ORDERS, BatchLaneConfig
+from seqsched.schedule.config import DEFAULT_SLACK_S, ONLINE_POLICIES
 from seqsched.serve.config import DEFAULT_MAX_BYPASS, DEFAULT_MAX_INFLIGHT, BatchLimits, ServeConfig
 
 
@@ -45,7 +46,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="where seqsched listens (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="seqsched's port")
     g = p.add_argument_group("scheduling")
-    g.add_argument("--policy", choices=["fcfs", "sjf", "ljf"], default="sjf", help="order of the waiting queue")
+    g.add_argument("--policy", choices=ONLINE_POLICIES, default="sjf",
+                   help="order of the waiting queue (deadline: shortest predicted first, bounded in time: --slack)")
+    g.add_argument("--slack", type=float, default=DEFAULT_SLACK_S,
+                   help="deadline: seconds of waiting one predicted token is worth (a request is overtaken only by "
+                   "ones that arrive within slack x its predicted length after it)")  # fmt: skip
     g.add_argument(
         "--max-bypass",
         type=int,
@@ -148,6 +153,7 @@ def serve_config(args: argparse.Namespace, upstreams: list[str]) -> ServeConfig:
         host=args.host,
         port=args.port,
         policy=args.policy,
+        slack_s=args.slack,
         max_bypass=None if args.max_bypass is not None and args.max_bypass < 0 else args.max_bypass,
         max_inflight=inflight,
         routing=args.routing,

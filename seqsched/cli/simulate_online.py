@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from seqsched.cli.routing import SCORERS, routing_arg
+from seqsched.schedule.config import DEFAULT_SLACK_S
 
 OFFLINE_STRATEGIES = "vanilla,oracle"  # simulate's --strategies default, which online mode leaves alone
-POLICY_NAMES = ("fcfs", "sjf", "ljf")
+POLICY_NAMES = ("fcfs", "sjf", "ljf", "deadline")
 
 
 def add_online_args(p: argparse.ArgumentParser) -> None:
@@ -43,6 +44,8 @@ def add_online_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--replicas", type=int, default=1,
                    help="vLLM servers, each of the engine's size (fcfs: a round-robin balancer in front)")  # fmt: skip
+    g.add_argument("--slack", type=float, default=DEFAULT_SLACK_S,
+                   help="the deadline policy's seconds of waiting one predicted token is worth")  # fmt: skip
     g.add_argument("--routing", type=routing_arg, default="least-work", metavar="SCORER[:W],...",
                    help=f"seqsched serve's routing across --replicas: one scorer or a weighted mix of "
                    f"{', '.join(SCORERS)}")  # fmt: skip
@@ -74,7 +77,8 @@ def parse_policies(text: str) -> list[Arm]:
     for name in (n.strip() for n in text.split(",") if n.strip()):
         policy, *rest = name.split("+")
         if policy not in POLICY_NAMES or rest not in ([], ["oracle"]) or (policy == "fcfs" and rest):
-            raise ValueError(f"--policies: {name!r}: choose fcfs, sjf, ljf, sjf+oracle or ljf+oracle")
+            raise ValueError(f"--policies: {name!r}: choose fcfs, sjf, ljf, deadline, or sjf, ljf or deadline with "
+                             "+oracle")  # fmt: skip
         arms.append(Arm(policy, bool(rest)))
     if not arms:
         raise ValueError(f"--policies ({text!r}) names no policy")
@@ -171,7 +175,8 @@ def _front(arm: Arm, args: argparse.Namespace) -> Any:
             return None
         return SimFront(DoorConfig("fcfs", None, "round-robin"), max_inflight=1 << 30, send_priority=False,
                         replicas=args.replicas)  # fmt: skip
-    door = DoorConfig(arm.policy, args.max_bypass, args.routing)  # type: ignore[arg-type]
+    bypass = None if args.max_bypass is not None and args.max_bypass < 0 else args.max_bypass  # -1: no bound
+    door = DoorConfig(arm.policy, bypass, args.routing, slack_s=args.slack)  # type: ignore[arg-type]
     return SimFront(door, max_inflight=args.max_inflight, replicas=args.replicas)
 
 

@@ -40,14 +40,15 @@ from seqsched.schedule.batch_queue import LaneOrder
 BatchOrder = Literal["auto", "sjf", "ljf", "fcfs"]
 # vLLM's ``priority`` for batch work (lower runs first): after every interactive request,
 # and the first that vLLM's own preemption (on a full KV cache) evicts.
-BATCH_PRIORITY = 1 << 20
+BATCH_PRIORITY = 1 << 50  # above any interactive priority, ``deadline``'s milliseconds included
 BATCH_ORDERS: tuple[BatchOrder, ...] = ("auto", "sjf", "ljf", "fcfs")
 
 
-def vllm_priority(predicted_len: int, lane: str) -> int:
+def vllm_priority(predicted_len: int, lane: str, priority: int | None = None) -> int:
     """The ``priority`` seqsched sends vLLM for a request (the server and the simulator
-    alike): its predicted length, after every interactive request for batch work."""
-    return int(predicted_len) + (BATCH_PRIORITY if lane == "batch" else 0)
+    alike): its predicted length (or the door's ``priority``, the ``deadline`` policy's key
+    in ms), after every interactive request for batch work."""
+    return int(predicted_len if priority is None else priority) + (BATCH_PRIORITY if lane == "batch" else 0)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@ FCRMode = Literal["restart", "resume"]
 FCR_MODES: tuple[FCRMode, ...] = ("restart", "resume")
 Policy = Literal["fcfs", "sjf", "ljf"]
 POLICIES: tuple[Policy, ...] = ("fcfs", "sjf", "ljf")
+# Online (a server's queue) also: ``deadline``, shortest predicted first within a bound in
+# time (``queue.py``); a batch job's requests all arrive at once, where it is ``sjf``.
+OnlinePolicy = Literal["fcfs", "sjf", "ljf", "deadline"]
+ONLINE_POLICIES: tuple[OnlinePolicy, ...] = ("fcfs", "sjf", "ljf", "deadline")
+DEFAULT_SLACK_S = 0.02  # ``deadline``: seconds of waiting one predicted token is worth
 Admission = Literal["none", "kv"]
 ADMISSIONS: tuple[Admission, ...] = ("none", "kv")
 DEFAULT_MAX_BYPASS = 1024

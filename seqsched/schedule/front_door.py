@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from seqsched.schedule.batch_lane import BatchGovernor, BatchLaneConfig
 from seqsched.schedule.batch_queue import BatchQueue, Queued
-from seqsched.schedule.config import POLICIES, Policy
+from seqsched.schedule.config import DEFAULT_SLACK_S, ONLINE_POLICIES, OnlinePolicy
 from seqsched.schedule.ledger import LANES, Held, Lane, SlotLedger
 from seqsched.schedule.prefix import Blocks
 from seqsched.schedule.queue import Waiting, WaitingQueue
@@ -39,17 +39,21 @@ from seqsched.schedule.scorers import Routed, parse_routing
 
 @dataclass(frozen=True)
 class DoorConfig:
-    """The interactive queue's ``policy`` and aging bound ``max_bypass``; ``routing``
+    """The interactive queue's ``policy`` and aging bound ``max_bypass`` (and, for
+    ``deadline``, ``slack_s``: seconds of waiting one predicted token is worth); ``routing``
     across upstreams; the batch lane's rules (``batch_lane.py``)."""
 
-    policy: Policy = "sjf"
+    policy: OnlinePolicy = "sjf"
     max_bypass: int | None = 128
     routing: Routing = "least-work"
     batch: BatchLaneConfig = field(default_factory=BatchLaneConfig)
+    slack_s: float = DEFAULT_SLACK_S
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy ({self.policy!r}) must be one of {', '.join(POLICIES)}")
+        if self.policy not in ONLINE_POLICIES:
+            raise ValueError(f"policy ({self.policy!r}) must be one of {', '.join(ONLINE_POLICIES)}")
+        if not self.slack_s >= 0 or self.slack_s == float("inf"):
+            raise ValueError(f"slack_s ({self.slack_s}) must be a number of seconds >= 0")
         if self.max_bypass is not None and self.max_bypass < 0:
             raise ValueError(f"max_bypass ({self.max_bypass}) must be >= 0 or None")
         parse_routing(self.routing)  # a clear error for a bad name or weight
@@ -75,6 +79,7 @@ class Ticket:
     num_preemptions: int = 0
     preemptible: bool = True
     prefix: Blocks = ()  # its prompt's block keys, when routing wants prefix affinity
+    priority: int | None = None  # vLLM's priority, when not the predicted length (``deadline``: its key in ms)
     entry: Waiting[Ticket] | Queued[Ticket] | None = None
 
     def __post_init__(self) -> None:
@@ -100,7 +105,7 @@ class FrontDoor:
         self.config = config
         self.ledger = SlotLedger(slots)
         self.router = Router(config.routing)
-        self.interactive: WaitingQueue[Ticket] = WaitingQueue(config.policy, config.max_bypass)
+        self.interactive: WaitingQueue[Ticket] = WaitingQueue(config.policy, config.max_bypass, config.slack_s)
         self.batch: BatchQueue[Ticket] = BatchQueue()
         headroom = config.batch.headroom
         self.governor = BatchGovernor(config.batch, sum(max(0, n - headroom) for n in slots))
@@ -119,7 +124,9 @@ class FrontDoor:
         self._record("arrive", ticket, None)
         if ticket.lane == "interactive":
             self.governor.interactive_arrived(now)
-            ticket.entry = self.interactive.push(ticket, ticket.predicted_len)
+            ticket.entry = self.interactive.push(ticket, ticket.predicted_len, now)
+            if self.config.policy == "deadline" and ticket.priority is None:  # vLLM's queue ages the same way
+                ticket.priority = round(ticket.entry.key * 1000)
         else:
             ticket.entry = self.batch.push(ticket, ticket.predicted_len, ticket.group)
 

@@ -17,6 +17,23 @@ the oldest waiting request and ``r`` any other waiting one, so ``w`` arrived bef
 whoever is oldest, and therefore for every waiting request. ``tests/test_queue.py``
 checks the bound on random arrivals, pops and cancellations.
 
+NOTE on ``deadline``, the aging rule in time. A request arriving at ``a`` with predicted
+length ``L`` gets the key ``a + slack * L`` (``slack``: seconds of waiting one predicted
+token is worth), and the smallest key goes first: among requests that arrive together the
+shortest goes first, as under ``sjf``, but a shorter request that arrives ``slack * dL``
+seconds later no longer overtakes one ``dL`` tokens longer. ``slack`` 0 is ``fcfs``, an
+infinite one ``sjf``.
+
+Bound: a request ``r`` (arrival ``a``, key ``K = a + slack * L``) is overtaken only by
+requests that arrived within ``slack * L`` seconds after it. Proof: a request ``q`` popped
+while ``r`` waits has ``key(q) <= K`` (the heap pops the smallest; a tie goes to the
+earlier arrival); ``key(q) >= arrival(q)`` since ``slack * L(q) >= 0``; so ``arrival(q) <=
+K``. However many short requests keep coming, those arriving after ``K`` wait behind ``r``:
+its wait is at most the time to serve what arrived in ``[a, K]`` and before it, a window of
+``slack * L`` seconds, not an unbounded one. ``tests/test_queue.py`` checks it against an
+endless stream of short requests. Keys are absolute times, so the same order can be sent
+to vLLM as its ``priority`` (``front_door.py``), and vLLM's own queue ages too.
+
 A request put back (``push_front``: one the front door took a slot from, to be continued)
 goes before every other, as vLLM's ``prepend_request`` does; it already had its turn, so
 the aging count is about first turns and it neither counts as overtaking nor as overtaken.
@@ -33,7 +50,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from seqsched.schedule.config import POLICIES, Policy
+from seqsched.schedule.config import DEFAULT_SLACK_S, ONLINE_POLICIES, OnlinePolicy
 
 T = TypeVar("T")
 
@@ -52,12 +69,17 @@ class WaitingQueue(Generic[T]):
     """Waiting requests in policy order, with the aging bound. Every operation is
     O(log n) amortised; a removed request (a client gone) costs nothing later."""
 
-    def __init__(self, policy: Policy = "fcfs", max_bypass: int | None = None) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"policy ({policy!r}) must be one of {', '.join(POLICIES)}")
+    def __init__(
+        self, policy: OnlinePolicy = "fcfs", max_bypass: int | None = None, slack_s: float = DEFAULT_SLACK_S
+    ) -> None:
+        if policy not in ONLINE_POLICIES:
+            raise ValueError(f"policy ({policy!r}) must be one of {', '.join(ONLINE_POLICIES)}")
         if max_bypass is not None and max_bypass < 0:
             raise ValueError(f"max_bypass ({max_bypass}) must be >= 0 or None")
+        if not slack_s >= 0 or slack_s == float("inf"):
+            raise ValueError(f"slack_s ({slack_s}) must be a number of seconds >= 0")
         self.policy = policy
+        self.slack_s = slack_s
         self.max_bypass = max_bypass
         self._heap: list[tuple[float, int]] = []
         self._by_seq: dict[int, Waiting[T]] = {}  # every seq from _oldest on
@@ -71,9 +93,16 @@ class WaitingQueue(Generic[T]):
     def __len__(self) -> int:
         return self._waiting
 
-    def push(self, item: T, predicted_len: float = 0.0) -> Waiting[T]:
-        """Queue ``item``; ``predicted_len`` orders it under ``sjf`` and ``ljf``."""
-        key = {"fcfs": 0.0, "sjf": float(predicted_len), "ljf": -float(predicted_len)}[self.policy]
+    def key(self, predicted_len: float, now: float = 0.0) -> float:
+        """The order a request arriving ``now`` takes (smaller first)."""
+        if self.policy == "deadline":
+            return now + self.slack_s * float(predicted_len)
+        return {"fcfs": 0.0, "sjf": float(predicted_len), "ljf": -float(predicted_len)}[self.policy]
+
+    def push(self, item: T, predicted_len: float = 0.0, now: float = 0.0) -> Waiting[T]:
+        """Queue ``item``, arriving ``now``; ``predicted_len`` orders it under ``sjf``, ``ljf``
+        and ``deadline``."""
+        key = self.key(predicted_len, now)
         entry = Waiting(self._next_seq, key, item)
         self._by_seq[entry.seq] = entry
         heapq.heappush(self._heap, (key, entry.seq))

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from seqsched.schedule.batch_lane import BatchLaneConfig
-from seqsched.schedule.config import POLICIES, Policy
+from seqsched.schedule.config import DEFAULT_SLACK_S, ONLINE_POLICIES, OnlinePolicy
 from seqsched.schedule.front_door import DoorConfig
 from seqsched.schedule.route import Routing
 from seqsched.schedule.scorers import parse_routing
@@ -70,7 +70,8 @@ class ServeConfig:
     upstreams: tuple[str, ...]
     host: str = "127.0.0.1"
     port: int = 8000
-    policy: Policy = "sjf"
+    policy: OnlinePolicy = "sjf"
+    slack_s: float = DEFAULT_SLACK_S
     max_bypass: int | None = DEFAULT_MAX_BYPASS
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     routing: Routing = "least-work"
@@ -106,8 +107,8 @@ class ServeConfig:
             raise ValueError(f"an upstream is given twice: {', '.join(self.upstreams)}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port ({self.port}) must be in [0, 65535]")
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy ({self.policy!r}) must be one of {', '.join(POLICIES)}")
+        if self.policy not in ONLINE_POLICIES:
+            raise ValueError(f"policy ({self.policy!r}) must be one of {', '.join(ONLINE_POLICIES)}")
         parse_routing(self.routing)  # a clear error for a bad name or weight
         if self.max_bypass is not None and self.max_bypass < 0:
             raise ValueError(f"max_bypass ({self.max_bypass}) must be >= 0 or None")
@@ -135,7 +136,7 @@ class ServeConfig:
 
     @property
     def door(self) -> DoorConfig:
-        return DoorConfig(self.policy, self.max_bypass, self.routing, self.batch_lane)
+        return DoorConfig(self.policy, self.max_bypass, self.routing, self.batch_lane, self.slack_s)
 
     @property
     def is_loopback(self) -> bool:

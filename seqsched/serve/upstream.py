@@ -127,7 +127,7 @@ class Upstreams:
             assert index is not None
             target = self.upstreams[index]
             try:
-                priority = vllm_priority(ticket.predicted_len, ticket.lane)
+                priority = vllm_priority(ticket.predicted_len, ticket.lane, ticket.priority)
                 answer = await self._post(target, path, _bodies(parsed, priority), authorization)
             except UNREACHABLE as e:
                 self.dispatcher.release(lease)

@@ -210,7 +210,7 @@ class _Server:
             i = int(ticket.request_id)
             priority = None
             if self.front is not None and self.front.send_priority:  # as seqsched serve sends it
-                priority = vllm_priority(ticket.predicted_len, ticket.lane)  # as the door rounds it
+                priority = vllm_priority(ticket.predicted_len, ticket.lane, ticket.priority)  # as the door rounds it
             self._forward(i, upstream, priority, ticket.generated)
 
     def _forward(self, i: int, replica: int, priority: float | None, generated: int = 0) -> None:

@@ -5,7 +5,9 @@ in a burst, with 2,000 and 5,000 requests drawn from the paper's workload (Alpac
 Vicuna-7B's lengths) and the shipped kind of proxy.
 
 Arms: ``sjf`` with the job's aging bound (1,024 overtakes) and serve's (128), and
-``deadline`` (a bound in time: ``--slacks`` seconds per predicted token). For each, the
+``deadline`` (a bound in time: ``--slacks`` seconds per predicted token); on the KV-bound
+points, serve's sjf and each ``deadline`` again with KV-aware admission at the door
+(``--door-kv``). For each, the
 table gives mean and p99 as ratios to FCFS's, the share of the deeper sjf mean gain it
 keeps, and vLLM's preemptions. The issue's targets: p99 <= 1.10x FCFS's, >= 90% of sjf's
 mean gain, preemptions at least halved on the KV-bound points.
@@ -53,7 +55,8 @@ def main() -> None:
     for size in (int(n) for n in args.sizes.split(",")):
         trace = _draw(base, size, args.work / f"trace_{size}.jsonl")
         for regime, extra in REGIMES.items():
-            for policies, knobs in arms:
+            kv = [(p, [*k, "--door-kv"]) for p, k in arms if p != "fcfs,sjf" and k[1] != "1024"] if extra else []
+            for policies, knobs in arms + kv:
                 out = args.work / "run.json"
                 subprocess.run([*SEQSCHED, "simulate", "--trace", str(trace), *engine, *extra, *knobs,
                                 "--policies", policies, "--json", str(out)],
@@ -72,9 +75,10 @@ def main() -> None:
 def _arm(policy: str, knobs: list[str]) -> str:
     if policy == "fcfs":
         return "fcfs"
+    kv = " +door KV" if "--door-kv" in knobs else ""
     if policy == "deadline":
-        return f"deadline {knobs[knobs.index('--slack') + 1]} s/token"
-    return f"{policy} bound {knobs[knobs.index('--max-bypass') + 1]}"
+        return f"deadline {knobs[knobs.index('--slack') + 1]} s/token{kv}"
+    return f"{policy} bound {knobs[knobs.index('--max-bypass') + 1]}{kv}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:

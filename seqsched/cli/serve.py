@@ -48,6 +48,9 @@ def add_parser(subparsers: Any) -> None:
     g = p.add_argument_group("scheduling")
     g.add_argument("--policy", choices=ONLINE_POLICIES, default="sjf",
                    help="order of the waiting queue (deadline: shortest predicted first, bounded in time: --slack)")
+    g.add_argument("--door-kv-blocks", type=int, default=None,
+                   help="each upstream's KV cache in blocks of 16 (vLLM's log: 'GPU KV cache size'): forward a request "
+                   "only while its prompt + predicted output fits, so vLLM need not preempt")  # fmt: skip
     g.add_argument("--slack", type=float, default=DEFAULT_SLACK_S,
                    help="deadline: seconds of waiting one predicted token is worth (a request is overtaken only by "
                    "ones that arrive within slack x its predicted length after it)")  # fmt: skip
@@ -154,6 +157,7 @@ def serve_config(args: argparse.Namespace, upstreams: list[str]) -> ServeConfig:
         port=args.port,
         policy=args.policy,
         slack_s=args.slack,
+        door_kv_blocks=args.door_kv_blocks,
         max_bypass=None if args.max_bypass is not None and args.max_bypass < 0 else args.max_bypass,
         max_inflight=inflight,
         routing=args.routing,

@@ -44,6 +44,9 @@ def add_online_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--replicas", type=int, default=1,
                    help="vLLM servers, each of the engine's size (fcfs: a round-robin balancer in front)")  # fmt: skip
+    g.add_argument("--door-kv", action="store_true",
+                   help="KV-aware admission at seqsched serve's door (with --num-gpu-blocks): hold back what would "
+                   "make vLLM preempt")  # fmt: skip
     g.add_argument("--slack", type=float, default=DEFAULT_SLACK_S,
                    help="the deadline policy's seconds of waiting one predicted token is worth")  # fmt: skip
     g.add_argument("--routing", type=routing_arg, default="least-work", metavar="SCORER[:W],...",
@@ -176,7 +179,9 @@ def _front(arm: Arm, args: argparse.Namespace) -> Any:
         return SimFront(DoorConfig("fcfs", None, "round-robin"), max_inflight=1 << 30, send_priority=False,
                         replicas=args.replicas)  # fmt: skip
     bypass = None if args.max_bypass is not None and args.max_bypass < 0 else args.max_bypass  # -1: no bound
-    door = DoorConfig(arm.policy, bypass, args.routing, slack_s=args.slack)  # type: ignore[arg-type]
+    kv = args.num_gpu_blocks if args.door_kv else None  # the door knows each replica's KV cache
+    door = DoorConfig(arm.policy, bypass, args.routing, slack_s=args.slack, kv_blocks=kv,  # type: ignore[arg-type]
+                      block_size=args.block_size)  # fmt: skip
     return SimFront(door, max_inflight=args.max_inflight, replicas=args.replicas)
 
 

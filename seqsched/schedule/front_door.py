@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from seqsched.schedule.batch_lane import BatchGovernor, BatchLaneConfig
 from seqsched.schedule.batch_queue import BatchQueue, Queued
 from seqsched.schedule.config import DEFAULT_SLACK_S, ONLINE_POLICIES, OnlinePolicy
+from seqsched.schedule.kv_door import DoorKV
 from seqsched.schedule.ledger import LANES, Held, Lane, SlotLedger
 from seqsched.schedule.prefix import Blocks
 from seqsched.schedule.queue import Waiting, WaitingQueue
@@ -48,12 +49,18 @@ class DoorConfig:
     routing: Routing = "least-work"
     batch: BatchLaneConfig = field(default_factory=BatchLaneConfig)
     slack_s: float = DEFAULT_SLACK_S
+    kv_blocks: int | None = None  # each upstream's KV cache, in blocks: KV-aware admission (``kv_door.py``)
+    block_size: int = 16
+    kv_margin: float = 1.0
 
     def __post_init__(self) -> None:
         if self.policy not in ONLINE_POLICIES:
             raise ValueError(f"policy ({self.policy!r}) must be one of {', '.join(ONLINE_POLICIES)}")
         if not self.slack_s >= 0 or self.slack_s == float("inf"):
             raise ValueError(f"slack_s ({self.slack_s}) must be a number of seconds >= 0")
+        if self.kv_blocks is not None and (self.kv_blocks < 1 or self.block_size < 1 or not self.kv_margin > 0):
+            raise ValueError(f"KV admission needs kv_blocks >= 1, block_size >= 1 and kv_margin > 0, got "
+                             f"{self.kv_blocks}, {self.block_size} and {self.kv_margin}")  # fmt: skip
         if self.max_bypass is not None and self.max_bypass < 0:
             raise ValueError(f"max_bypass ({self.max_bypass}) must be >= 0 or None")
         parse_routing(self.routing)  # a clear error for a bad name or weight
@@ -79,6 +86,7 @@ class Ticket:
     num_preemptions: int = 0
     preemptible: bool = True
     prefix: Blocks = ()  # its prompt's block keys, when routing wants prefix affinity
+    prompt_tokens: int = 0  # what KV admission charges for its prompt
     priority: int | None = None  # vLLM's priority, when not the predicted length (``deadline``: its key in ms)
     entry: Waiting[Ticket] | Queued[Ticket] | None = None
 
@@ -110,6 +118,9 @@ class FrontDoor:
         headroom = config.batch.headroom
         self.governor = BatchGovernor(config.batch, sum(max(0, n - headroom) for n in slots))
         self.num_preemptions = 0
+        kv_blocks = config.kv_blocks
+        self.kv = DoorKV(len(slots), kv_blocks, config.block_size, config.kv_margin) if kv_blocks else None
+        self.num_held_for_kv = 0  # decisions that kept a request waiting for KV room
         # Set to [] to record: ("arrive" | "grant" | "preempt" | "release", request id, upstream).
         self.decisions: list[tuple[str, str, int | None]] | None = None
         self._leases = itertools.count()
@@ -144,6 +155,8 @@ class FrontDoor:
         if lease is None:
             return False
         held = self.ledger.give_back(lease)
+        if self.kv is not None:
+            self.kv.release(lease)
         ticket = self._holder.pop(lease, None)
         if ticket is not None and ticket.lease == lease:
             ticket.lease = ticket.upstream = None
@@ -156,6 +169,8 @@ class FrontDoor:
         ticket.generated = generated
         if ticket.lease is not None:
             self.ledger.progress(ticket.lease, generated)
+            if self.kv is not None:
+                self.kv.grow(ticket.lease, generated)
 
     def observe_interactive(self, tpot_s: float) -> None:
         self.governor.observe(tpot_s)
@@ -202,8 +217,11 @@ class FrontDoor:
             assert entry is not None
             ticket = entry.item
             routed = Routed(ticket.predicted_len, ticket.prefix)
-            upstream = self.router.pick(self.ledger, ticket.exclude, request=routed)
-            assert upstream is not None, "a slot was free"
+            upstream = self.router.pick(self.ledger, ticket.exclude, request=routed, only=self._kv_room(ticket))
+            if upstream is None:  # a slot, but no KV room for it anywhere: it waits, first in line
+                ticket.entry = self.interactive.push_front(ticket, ticket.predicted_len)
+                self.num_held_for_kv += 1
+                return
             self._grant(ticket, upstream, plan, now)
 
     def _admit_batch(self, plan: DoorPlan, now: float) -> None:
@@ -215,8 +233,11 @@ class FrontDoor:
             assert entry is not None
             ticket = entry.item
             routed = Routed(ticket.predicted_len, ticket.prefix)
-            upstream = self.router.pick(self.ledger, ticket.exclude, headroom, routed)
-            assert upstream is not None, "a slot over the headroom was free"
+            upstream = self.router.pick(self.ledger, ticket.exclude, headroom, routed, self._kv_room(ticket))
+            if upstream is None:  # no KV room for it: batch work waits (first in its lane)
+                ticket.entry = self.batch.push_front(ticket, ticket.predicted_len, ticket.group)
+                self.num_held_for_kv += 1
+                return
             self._grant(ticket, upstream, plan, now)
 
     def _preempt_one(self, plan: DoorPlan) -> bool:
@@ -230,6 +251,8 @@ class FrontDoor:
         held: Held = max(victims, key=lambda h: (h.work_left, h.number))
         ticket = self._holder[held.number]
         self.ledger.give_back(held.number)
+        if self.kv is not None:
+            self.kv.release(held.number)
         del self._holder[held.number]
         ticket.lease = ticket.upstream = None
         ticket.num_preemptions += 1
@@ -239,8 +262,18 @@ class FrontDoor:
         self._record("preempt", ticket, held.upstream)
         return True
 
+    def _kv_room(self, ticket: Ticket) -> frozenset[int] | None:
+        """The upstreams with KV room for ``ticket`` (None: no KV admission)."""
+        if self.kv is None:
+            return None
+        kv = self.kv
+        return frozenset(u for u in range(self.ledger.num_upstreams)
+                         if kv.fits(u, ticket.prompt_tokens, ticket.predicted_len, ticket.generated))  # fmt: skip
+
     def _grant(self, ticket: Ticket, upstream: int, plan: DoorPlan, now: float) -> None:
         lease = next(self._leases)
+        if self.kv is not None:
+            self.kv.admit(upstream, lease, ticket.prompt_tokens, ticket.predicted_len, ticket.generated)
         if ticket.granted_at is None:
             ticket.granted_at = now
         self.ledger.take(lease, upstream, ticket.lane, ticket.predicted_len, ticket.generated)

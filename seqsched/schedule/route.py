@@ -37,10 +37,12 @@ class Router:
         exclude: frozenset[int] = frozenset(),
         headroom: int = 0,
         request: Routed = _NOBODY,
+        only: frozenset[int] | None = None,
     ) -> int | None:
         """An upstream with more than ``headroom`` free slots (avoiding ``exclude`` while
-        another will do), or None when there is none."""
-        free = [u for u in range(ledger.num_upstreams) if ledger.free(u) > headroom]
+        another will do; among ``only``, when given: those with KV room), or None when
+        there is none."""
+        free = [u for u in range(ledger.num_upstreams) if ledger.free(u) > headroom and (only is None or u in only)]
         candidates = [u for u in free if u not in exclude] or free
         if not candidates:
             return None

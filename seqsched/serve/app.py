@@ -94,6 +94,7 @@ def build_app(
         for i, upstream in enumerate(server.upstreams.upstreams):
             m.inflight.labels(upstream.url).set(door.ledger.running(i))
         m.preemptions.set(door.num_preemptions)
+        m.held_for_kv.set(door.num_held_for_kv)
         m.batch_cap.set(door.governor.limit)
         return Response(m.render(), media_type="text/plain; version=0.0.4")
 

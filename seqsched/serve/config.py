@@ -72,6 +72,7 @@ class ServeConfig:
     port: int = 8000
     policy: OnlinePolicy = "sjf"
     slack_s: float = DEFAULT_SLACK_S
+    door_kv_blocks: int | None = None  # each upstream's KV cache in blocks of 16: KV-aware admission
     max_bypass: int | None = DEFAULT_MAX_BYPASS
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     routing: Routing = "least-work"
@@ -136,7 +137,8 @@ class ServeConfig:
 
     @property
     def door(self) -> DoorConfig:
-        return DoorConfig(self.policy, self.max_bypass, self.routing, self.batch_lane, self.slack_s)
+        return DoorConfig(self.policy, self.max_bypass, self.routing, self.batch_lane, self.slack_s,
+                          kv_blocks=self.door_kv_blocks)  # fmt: skip
 
     @property
     def is_loopback(self) -> bool:

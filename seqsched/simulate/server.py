@@ -188,7 +188,8 @@ class _Server:
         if self.door is None or self.front is None or r.lane not in self.front.lanes:
             self._forward(i, 0, r.priority if r.priority is not None else r.arrival)
             return
-        ticket = Ticket(str(i), max(1, round(r.predicted_len)), lane=r.lane, group=r.group)
+        ticket = Ticket(str(i), max(1, round(r.predicted_len)), lane=r.lane, group=r.group,
+                        prompt_tokens=r.prompt_tokens)  # fmt: skip
         self.tickets[i] = ticket
         now = max(r.arrival, 0.0)
         self.door.arrive(ticket, now)

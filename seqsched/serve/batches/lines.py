@@ -44,6 +44,7 @@ class Line:
     max_tokens: int | None
     continuable: bool
     predicted_len: int = 0
+    prompt_chars: int = 0  # for the door's estimate of its KV need
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def read_lines(path: Path, url: str, max_tokens_limit: int | None) -> Iterator[t
                 yield LineError(number, custom_id, f"line {number}: {e}"), ""
                 continue
             continuable = set(parsed.body) <= CONTINUABLE and parsed.body.get("n") in (None, 1)
-            yield Line(number, start, len(raw), custom_id, parsed.max_tokens, continuable), parsed.text
+            line = Line(number, start, len(raw), custom_id, parsed.max_tokens, continuable, 0, len(parsed.text))
+            yield line, parsed.text
 
 
 def body_of(path: Path, line: Line) -> dict[str, Any]:

@@ -106,7 +106,7 @@ class BatchRunner:
         self._update(status="in_progress", in_progress_at=self.record.get("in_progress_at") or _now())
         for line in left:
             ticket = Ticket(f"{self.id}:{line.number}", line.predicted_len, lane="batch", group=self.group,
-                            preemptible=line.continuable)  # fmt: skip
+                            preemptible=line.continuable, prompt_tokens=line.prompt_chars // 4 + 8)  # fmt: skip
             call = LineCall(line, ticket, self.target, self)
             self.calls[ticket] = call
             self.service.dispatcher.submit(ticket, call.granted, call.preempted)

@@ -24,6 +24,8 @@ from typing import Any
 
 from seqsched.cli.bench_args import add_schedule_args, add_stream_args, bench_options
 from seqsched.cli.help import HelpFormatter
+from seqsched.schedule.config import DEFAULT_MAX_BYPASS as JOB_MAX_BYPASS
+from seqsched.serve.config import DEFAULT_MAX_BYPASS as SERVE_MAX_BYPASS
 from seqsched.simulate.cost_model import BUILTIN, DEFAULT_BUILTIN
 from seqsched.simulate.step_cost import BUILTIN as STEP_BUILTIN
 from seqsched.simulate.step_cost import DEFAULT_BUILTIN as DEFAULT_STEP
@@ -69,6 +71,12 @@ def add_parser(subparsers: Any) -> None:
         "--max-num-batched-tokens", type=int, default=8192, help="token budget of a step (vLLM's A100 offline default)"
     )
     add_online_args(p)
+    for action in p._actions:  # one default each way: a job's plans (1024), a served queue (serve's 128)
+        if action.dest == "max_bypass":
+            action.default = None
+            action.help = (f"aging bound of sjf/ljf: no request is overtaken by more than this many later ones "
+                           f"(-1: none; default: a job's {JOB_MAX_BYPASS}, or with --rates seqsched serve's "
+                           f"{SERVE_MAX_BYPASS}, so that a simulated server is the served one)")  # fmt: skip
     p.set_defaults(func=main)
 
 
@@ -80,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
     check_output(args.output)
     check_output(args.plot, "--plot")
     online = is_online(args)
+    if args.max_bypass is None:
+        args.max_bypass = SERVE_MAX_BYPASS if online else JOB_MAX_BYPASS
     options = None if online else bench_options(args, simulated=_cost_label(args))  # names checked before work
     trace = read_trace(args.trace, split=args.split, sample_size=args.sample, seed=args.seed)
     requests = trace_requests(trace, args.max_new_tokens, actual=args.actual)

@@ -58,6 +58,7 @@ class FakeUpstream:
     hang: float = 0.0  # ... and hangs this share
     seed: int = 0
     faults: dict[str, int] = field(default_factory=dict)  # chaos's faults, by kind
+    preemptions: float = 0.0  # what its /metrics reports as vLLM's preemption count
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -70,6 +71,10 @@ class FakeUpstream:
         async def health(request: Request) -> Response:
             return JSONResponse({})
 
+        async def metrics(request: Request) -> Response:  # as vLLM's, one engine
+            lines = [f'vllm:num_preemptions_total{{engine="0",model_name="fake"}} {self.preemptions:.1f}']
+            return Response("\n".join(lines) + "\n", media_type="text/plain")
+
         async def chat(request: Request) -> Response:
             return await self._answer(request, chat=True)
 
@@ -80,6 +85,7 @@ class FakeUpstream:
             routes=[
                 Route("/v1/models", models),
                 Route("/health", health),
+                Route("/metrics", metrics),
                 Route("/v1/chat/completions", chat, methods=["POST"]),
                 Route("/v1/completions", completions, methods=["POST"]),
             ]

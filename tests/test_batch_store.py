@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.serve_helpers import FakeUpstream, chat, serving, wait_for
-from tests.test_batches import _client, _jsonl, _lines, _wait, _write
+from tests.test_batches import _client, _create, _jsonl, _lines, _wait, _write
 
 HEX = "0123456789abcdef01234567"
 
@@ -37,8 +37,7 @@ def _started(root: Path, lines: list[dict[str, Any]], answered: int) -> str:
     fake = FakeUpstream(seconds_per_token=0.001)
     with serving(fake, batch_dir=root / "d") as url:
         client = _client(url)
-        batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                      endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        batch = _create(client, inp)
         fake.released.add("a")
         wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed == answered, "answers", 20)
     assert json.loads((root / "d" / "batches" / f"{batch.id}.json").read_text())["status"] == "in_progress"
@@ -189,8 +188,7 @@ def test_a_disk_that_fills_while_answers_are_journaled_pauses_the_batch_and_lose
         inp = _write(tmp_path / "in.jsonl", _lines(40, tokens=lambda i: 30))
         with serving(FakeUpstream(seconds_per_token=0.005), max_inflight=4, batch_dir=disk / "d") as url:
             client = _client(url)
-            batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                          endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+            batch = _create(client, inp)
             wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, "four answers", 20)
             filler = _fill(disk)
             wait_for(lambda: client.batches.retrieve(batch.id).errors is not None, "the pause", 20)
@@ -213,8 +211,7 @@ def test_a_disk_full_while_finalizing_finalizes_once_space_returns_even_after_a_
         fake = FakeUpstream(seconds_per_token=0.0001)
         with serving(fake, max_inflight=8, batch_dir=disk / "d") as url:
             client = _client(url)
-            batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                          endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+            batch = _create(client, inp)
             wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed == 59, "59 answers", 30)
             filler = _fill(disk, leave=12 << 10)  # room for the last answer, not for the output file
             fake.released.add("last")

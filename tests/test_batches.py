@@ -64,6 +64,12 @@ def _wait(client: Any, batch_id: str, timeout: float = 60) -> Any:
         time.sleep(0.1)
 
 
+def _create(client: Any, path: Path, endpoint: str = "/v1/chat/completions") -> Any:
+    """A batch of the file at ``path``, uploaded, through the official client."""
+    file_id = client.files.create(file=path.open("rb"), purpose="batch").id
+    return client.batches.create(input_file_id=file_id, endpoint=endpoint, completion_window="24h")
+
+
 def _jsonl(client: Any, file_id: str | None) -> list[dict[str, Any]]:
     return [] if file_id is None else [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
 
@@ -109,8 +115,7 @@ def test_a_request_the_upstream_refuses_fails_alone(tmp_path: Path) -> None:
     inp = _write(tmp_path / "in.jsonl", lines)
     with serving(FakeUpstream(seconds_per_token=0.001), batch_dir=tmp_path / "d") as url:
         client = _client(url)
-        batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                      endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        batch = _create(client, inp)
         batch = _wait(client, batch.id)
         errors = _jsonl(client, batch.error_file_id)
     assert batch.status == "completed" and batch.request_counts.completed == 2
@@ -121,8 +126,7 @@ def test_completions_batches_run_too(tmp_path: Path) -> None:
     inp = _write(tmp_path / "in.jsonl", _lines(4, url="/v1/completions"))
     with serving(FakeUpstream(seconds_per_token=0.001), batch_dir=tmp_path / "d") as url:
         client = _client(url)
-        batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                      endpoint="/v1/completions", completion_window="24h")  # fmt: skip
+        batch = _create(client, inp, "/v1/completions")
         output = _jsonl(client, _wait(client, batch.id).output_file_id)
     assert [x["response"]["body"]["choices"][0]["text"] for x in output] == ["abcde", "abcdef", "abcdefg", "abcdefgh"]
 
@@ -135,8 +139,7 @@ def test_a_batch_request_preempted_by_interactive_traffic_continues_exactly(tmp_
     inp = _write(tmp_path / "in.jsonl", _lines(4, tokens=lambda i: 60 + 10 * i))
     with serving(fake, max_inflight=2, batch_dir=tmp_path / "d") as url:
         client = _client(url)
-        batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                      endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        batch = _create(client, inp)
         wait_for(lambda: metric(url, 'seqsched_lane_running{lane="batch"}') == 2, "the batch to fill both slots")
         time.sleep(0.2)  # some tokens made
         answers = [chat(url, f"tokens 3 interactive {k}", timeout=30) for k in range(2)]
@@ -160,8 +163,7 @@ def test_cancel_stops_the_batch_and_keeps_what_finished(tmp_path: Path) -> None:
     inp = _write(tmp_path / "in.jsonl", _lines(30, tokens=lambda i: 40))
     with serving(FakeUpstream(seconds_per_token=0.01), max_inflight=2, batch_dir=tmp_path / "d") as url:
         client = _client(url)
-        batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                      endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        batch = _create(client, inp)
         wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 2, "two answers", 30)
         cancelling = client.batches.cancel(batch.id)
         assert cancelling.status in ("cancelling", "cancelled")
@@ -263,8 +265,7 @@ def test_a_server_killed_mid_batch_resumes_with_nothing_lost_or_repeated(tmp_pat
                        timeout=60) as server,  # fmt: skip
     ):
         client = _client(server.url)
-        batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                      endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        batch = _create(client, inp)
         wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10, "ten answers", 60)
         server.kill()
         answered_before = len(fake.finished)
@@ -291,8 +292,7 @@ def test_interactive_requests_go_first_and_the_batch_fills_the_rest(tmp_path: Pa
     fake = FakeUpstream(seconds_per_token=0.01)
     with serving(fake, max_inflight=3, batch_dir=tmp_path / "d") as url:
         client = _client(url)
-        client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                              endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        _create(client, inp)
         wait_for(lambda: metric(url, 'seqsched_lane_running{lane="batch"}') == 3, "the batch to fill the slots")
         started = time.monotonic()
         assert chat(url, "tokens 2").status_code == 200
@@ -307,8 +307,7 @@ def test_a_batch_cancelled_while_its_lines_are_checked_accounts_for_every_line(t
     inp = _write(tmp_path / "in.jsonl", _lines(40, tokens=lambda i: 50))
     with serving(FakeUpstream(seconds_per_token=0.01), batch_dir=tmp_path / "d") as url:
         client = _client(url)
-        batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                      endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        batch = _create(client, inp)
         client.batches.cancel(batch.id)
         batch = _wait(client, batch.id)
         output, errors = _jsonl(client, batch.output_file_id), _jsonl(client, batch.error_file_id)

@@ -16,13 +16,12 @@ import httpx
 import pytest
 
 from tests.serve_helpers import FakeUpstream, letter, running, serving
-from tests.test_batches import _client, _jsonl, _lines, _wait, _write
+from tests.test_batches import _client, _create, _jsonl, _lines, _wait, _write
 
 
 def _run(url: str, path: Path, endpoint: str = "/v1/chat/completions", timeout: float = 60) -> Any:
     client = _client(url)
-    batch = client.batches.create(input_file_id=client.files.create(file=path.open("rb"), purpose="batch").id,
-                                  endpoint=endpoint, completion_window="24h")  # fmt: skip
+    batch = _create(client, path, endpoint)
     batch = _wait(client, batch.id, timeout)
     return batch, _jsonl(client, batch.output_file_id), _jsonl(client, batch.error_file_id)
 
@@ -98,8 +97,7 @@ def test_hostile_custom_ids_go_to_the_error_file_and_the_batch_can_be_cancelled(
     inp = _write(tmp_path / "in.jsonl", [good[0], raw, long])
     with serving(FakeUpstream(seconds_per_token=0.01), batch_dir=tmp_path / "d") as url:
         client = _client(url)
-        batch = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                      endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        batch = _create(client, inp)
         time.sleep(0.5)
         client.batches.cancel(batch.id)
         batch = _wait(client, batch.id, 20)
@@ -220,11 +218,9 @@ def test_blank_lines_do_not_count_and_an_empty_file_fails_the_batch(tmp_path: Pa
     with serving(FakeUpstream(seconds_per_token=0.001), batch_dir=tmp_path / "d",
                  batch_limits=BatchLimits(max_batch_lines=3)) as url:  # fmt: skip
         client = _client(url)
-        created = client.batches.create(input_file_id=client.files.create(file=inp.open("rb"), purpose="batch").id,
-                                        endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        created = _create(client, inp)
         batch = _wait(client, created.id)
-        nothing = client.batches.create(input_file_id=client.files.create(file=empty.open("rb"), purpose="batch").id,
-                                        endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+        nothing = _create(client, empty)
         nothing = _wait(client, nothing.id)
     assert created.request_counts.total == 3
     assert batch.status == "completed" and batch.request_counts.completed == 3

@@ -229,3 +229,22 @@ def test_a_batch_request_that_cannot_be_continued_is_never_preempted() -> None:
 def test_without_a_target_the_lane_takes_every_slot_at_once() -> None:
     assert BatchGovernor(BatchLaneConfig(), max_running=40).limit == 40
     assert BatchGovernor(BatchLaneConfig(tpot_target_s=0.1), max_running=40).limit == 2
+
+
+def test_an_upstream_taken_out_of_routing_is_never_where_a_slot_is_freed_for_interactive_work() -> None:
+    """A replica that died keeps its batch requests' slots until their calls fail; stopping
+    one of those frees nothing usable, so the door stops one on a live upstream instead."""
+    from seqsched.schedule.front_door import DoorConfig, FrontDoor, Ticket
+
+    door = FrontDoor(DoorConfig("sjf", None), [2, 2])
+    for i, work in enumerate([900, 800, 100, 50]):
+        door.arrive(Ticket(f"b{i}", work, lane="batch"), float(i))
+    plan = door.schedule(4.0)
+    where = {t.request_id: u for t, u in plan.grants}
+    dead = where["b0"]
+    door.ledger.set_slots(dead, 0)  # the replica died: out of routing
+    asker = Ticket("chat", 10)
+    door.arrive(asker, 5.0)
+    plan = door.schedule(5.0)
+    assert [t.request_id for t, _ in plan.grants] == ["chat"] and plan.grants[0][1] != dead
+    assert [where[t.request_id] for t in plan.preempted] == [1 - dead]

@@ -59,3 +59,15 @@ def test_seqsched_serve_holds_back_at_the_door_what_its_kv_cache_cannot_take() -
         assert len(fake.received) == 1 and metric(url, "seqsched_queue_length") == 2
         fake.gate.set()
         assert [a.result(timeout=30).status_code for a in answers] == [200] * 3
+
+
+def test_metrics_show_each_vllm_upstreams_own_preemptions() -> None:
+    import httpx
+
+    from tests.serve_helpers import FakeUpstream, serving
+
+    first, second = FakeUpstream(preemptions=7), FakeUpstream(preemptions=2)
+    with serving(first, second) as url:
+        text = httpx.get(f"{url}/metrics").text
+    counts = [line for line in text.splitlines() if line.startswith("seqsched_upstream_preemptions{")]
+    assert sorted(float(line.split()[-1]) for line in counts) == [2.0, 7.0]

@@ -245,7 +245,9 @@ class FrontDoor:
         with the most predicted work left (the latest granted among equals)."""
         if not self.config.batch.preempt:
             return False
-        victims = [h for h in self.ledger.holders() if h.lane == "batch" and self._holder[h.number].preemptible]
+        ledger = self.ledger  # only where stopping one frees a usable slot (not on an upstream that is down)
+        victims = [h for h in ledger.holders() if h.lane == "batch" and self._holder[h.number].preemptible
+                   and ledger.free(h.upstream) >= 0]  # fmt: skip
         if not victims:
             return False
         held: Held = max(victims, key=lambda h: (h.work_left, h.number))

@@ -95,6 +95,8 @@ def build_app(
             m.inflight.labels(upstream.url).set(door.ledger.running(i))
         m.preemptions.set(door.num_preemptions)
         m.held_for_kv.set(door.num_held_for_kv)
+        for url, count in (await server.upstreams.preemptions()).items():
+            m.upstream_preemptions.labels(url).set(count)
         m.batch_cap.set(door.governor.limit)
         return Response(m.render(), media_type="text/plain; version=0.0.4")
 

@@ -33,6 +33,8 @@ class ServeMetrics:
                                registry=r)  # fmt: skip
         self.preemptions = Gauge("seqsched_batch_preemptions", "batch requests preempted for interactive ones",
                                  registry=r)  # fmt: skip
+        self.upstream_preemptions = Gauge("seqsched_upstream_preemptions", "preemptions each vLLM upstream counts "
+                                          "(its vllm:num_preemptions_total)", ["upstream"], registry=r)  # fmt: skip
         self.held_for_kv = Gauge("seqsched_held_for_kv", "decisions that kept a request waiting for KV room "
                                  "(--door-kv-blocks)", registry=r)  # fmt: skip
         self.batch_cap = Gauge("seqsched_batch_cap", "batch requests the lane lets run at once", registry=r)

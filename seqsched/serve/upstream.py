@@ -244,6 +244,27 @@ class Upstreams:
         elif target.priority is None:
             target.priority = is_vllm
 
+    async def preemptions(self) -> dict[str, float]:
+        """Each vLLM upstream's own count of preemptions (``vllm:num_preemptions_total`` on its
+        ``/metrics``), read now; an upstream that does not answer within a second is left out."""
+
+        async def one(target: Upstream) -> tuple[str, float | None]:
+            try:
+                timeout = aiohttp.ClientTimeout(total=1.0)
+                async with self.session.get(target.url + "/metrics", timeout=timeout) as answer:
+                    text = (await answer.read()).decode("utf-8", "replace") if answer.status == 200 else ""
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                return target.url, None
+            values = [line.rsplit(" ", 1)[-1] for line in text.splitlines()
+                      if line.startswith("vllm:num_preemptions_total")]  # fmt: skip
+            try:
+                return target.url, sum(float(v) for v in values) if values else None
+            except ValueError:
+                return target.url, None
+
+        found = await asyncio.gather(*(one(u) for u in self.upstreams))
+        return {url: value for url, value in found if value is not None}
+
     async def discover_all(self) -> None:
         await asyncio.gather(*(self.discover(u) for u in self.upstreams))
 

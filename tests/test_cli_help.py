@@ -87,3 +87,12 @@ def test_one_micro_batch_is_singular() -> None:
     two = [Request(i, f"r{i}", prompt="hi", max_new_tokens=8) for i in range(2)]
     text = dry_run(two, ConstantPredictor(), ScheduleConfig(batch_size=1), cost, "x", False, 16).describe()
     assert "plan: 2 micro-batches\n" in text
+
+
+def test_every_dtype_option_takes_the_same_choices() -> None:
+    from seqsched.engine.config import DTYPES
+
+    found = {name: action.choices for name, parser in _parsers() for action in parser._actions
+             if "--dtype" in action.option_strings}  # fmt: skip
+    assert {"seqsched serve", "seqsched calibrate", "seqsched lengths collect", "seqsched run"} <= set(found)
+    assert all(tuple(choices or ()) == DTYPES for choices in found.values()), found

@@ -18,6 +18,7 @@ from typing import Any
 
 from seqsched.cli.engine_args import add_threads_arg, resolve_threads
 from seqsched.cli.help import HelpFormatter
+from seqsched.engine.config import DTYPES
 
 EXIT_BAD_FIT = 4
 
@@ -33,7 +34,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model", help="HF model directory or hub id (default: the built-in model)")
     p.add_argument("-o", "--output", "--out", dest="output", type=Path, required=True, help="cost model JSON to write")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("--dtype", default="auto", help="auto (float32 on a CPU), float32, bfloat16, float16")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float32 on a CPU")
     p.add_argument("--batch-sizes", default="1,4,16,64", help="comma-separated")
     p.add_argument(
         "--context-lens",

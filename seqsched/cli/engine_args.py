@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from seqsched.config import ENGINE_KINDS
-from seqsched.engine.config import EngineConfig, VLLMConfig
+from seqsched.engine.config import DTYPES, EngineConfig, VLLMConfig
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
         default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
+        choices=DTYPES,
         help="auto: float32 on a CPU, the checkpoint's dtype on an accelerator",
     )
     add_threads_arg(p)

@@ -10,6 +10,7 @@ from typing import Any
 
 from seqsched.cli.engine_args import add_threads_arg, resolve_threads
 from seqsched.cli.help import HelpFormatter
+from seqsched.engine.config import DTYPES
 
 
 def add_parser(subparsers: Any) -> None:
@@ -56,7 +57,7 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--seed", type=int, default=0, help="sampled rows of prompt i draw with seed + i")
     c.add_argument("--first", type=int, default=None, help="only the first N prompts")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    c.add_argument("--dtype", default="auto", help="auto (float32 on a CPU), float32, bfloat16, float16")
+    c.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float32 on a CPU")
     add_threads_arg(c)
     c.set_defaults(func=main)
 

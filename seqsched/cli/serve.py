@@ -28,6 +28,7 @@ from typing import Any
 
 from seqsched.cli.help import HelpFormatter
 from seqsched.cli.routing import SCORERS, routing_arg
+from seqsched.engine.config import DTYPES
 from seqsched.schedule.batch_lane import BATCH_ORDERS, BatchLaneConfig
 from seqsched.schedule.config import DEFAULT_SLACK_S, ONLINE_POLICIES
 from seqsched.serve.config import DEFAULT_MAX_BYPASS, DEFAULT_MAX_INFLIGHT, BatchLimits, ServeConfig
@@ -120,7 +121,7 @@ def add_parser(subparsers: Any) -> None:
     lim.add_argument("--drain-timeout", type=float, default=30.0, help="on SIGTERM, seconds for requests in flight")
     v = p.add_argument_group("the local vLLM (--model)")
     v.add_argument("--max-num-seqs", type=int, default=256, help="vLLM's requests running at once")
-    v.add_argument("--dtype", default="auto", help="vLLM's --dtype")
+    v.add_argument("--dtype", default="auto", choices=DTYPES, help="vLLM's --dtype (auto: float32 on a CPU)")
     v.add_argument("--max-model-len", type=int, default=None, help="vLLM's --max-model-len")
     v.add_argument("--kv-cache-gib", type=float, default=None, help="KV-cache memory (default on a CPU: 1 GiB)")
     v.add_argument("--num-gpu-blocks", type=int, default=None, help="vLLM's --num-gpu-blocks-override")

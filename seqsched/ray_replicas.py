@@ -38,7 +38,6 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -190,8 +189,3 @@ class RayReplicas:
 async def _awaitable(ref: Any) -> Any:
     return await ref
 
-
-@contextlib.contextmanager
-def ray_replicas(settings: ReplicaSettings, vllm: LocalVLLMConfig, startup_timeout_s: float) -> Iterator[RayReplicas]:
-    with RayReplicas(settings, vllm, startup_timeout_s) as replicas:
-        yield replicas

@@ -11,7 +11,8 @@ N`` streams N tokens (``N`` also sets ``usage.completion_tokens``). ``flaky:KIND
 the first K calls for that prompt (a continuation included), then answers: KIND is a status
 (``500``, ``429``, ``408``, ...), ``cut`` (a stream that ends, [DONE] and all, without a
 ``finish_reason``), ``malformed`` (an event that is not JSON), ``reset`` (the connection
-dropped mid-stream) or ``hang`` (no byte, ever). Not streamed, it answers as vLLM does:
+dropped mid-stream), ``hang`` (no byte, ever) or ``endless`` (tokens forever, no finish).
+Not streamed, it answers as vLLM does:
 ``n`` choices, each with its index, ``logprobs`` when asked, a tool call when given tools.
 It records each request it was sent (the body, in arrival order) and each stream its
 client closed."""
@@ -256,6 +257,11 @@ async def _fault(kind: str, chat: bool, body: dict[str, Any]) -> Response:
             await asyncio.sleep(0.01)
             choice: dict[str, Any] = {"index": 0, "finish_reason": None, "token_ids": [OUTPUT_ID + i]}
             choice |= {"delta": {"content": letter(i)}} if chat else {"text": letter(i)}
+            yield _sse({"id": "c", "created": 1, "model": "fake", "choices": [choice]})
+        while kind == "endless":  # tokens forever, never a finish (until the client closes)
+            await asyncio.sleep(0.001)
+            choice = {"index": 0, "finish_reason": None, "token_ids": [OUTPUT_ID]}
+            choice |= {"delta": {"content": "z"}} if chat else {"text": "z"}
             yield _sse({"id": "c", "created": 1, "model": "fake", "choices": [choice]})
         if kind == "malformed":
             yield b"data: {not json\n\n"

@@ -247,3 +247,19 @@ def test_a_bug_while_recording_an_outcome_fails_the_batch_loudly_and_keeps_what_
     assert "RuntimeError: injected" in batch.errors.data[0].message
     assert [x["custom_id"] for x in output] == ["r0"]
     assert [(x["custom_id"], x["error"]["code"]) for x in errors] == [("r1", "batch_failed"), ("r2", "batch_failed")]
+
+
+def test_a_stream_that_never_ends_is_cut_at_max_tokens_and_retried_from_the_start(tmp_path: Path) -> None:
+    lines = _lines(2, tokens=lambda i: 6)
+    lines[0]["body"].update(max_tokens=20)
+    lines[0]["body"]["messages"][0]["content"] = "tokens 6 flaky:endless:1"
+    lines[1]["body"]["messages"][0]["content"] = "tokens 6 flaky:endless:99"  # no max_tokens: ...
+    lines[1]["body"].update(max_tokens=10)  # ... with one, every call is cut: the line fails, bounded
+    inp = _write(tmp_path / "in.jsonl", lines)
+    with serving(FakeUpstream(seconds_per_token=0.001), batch_dir=tmp_path / "d") as url:
+        batch, output, errors = _run(url, inp, timeout=60)
+    assert batch.status == "completed"
+    assert [x["custom_id"] for x in output] == ["r0"] and _content(output[0]) == "abcdef"
+    assert output[0]["seqsched"]["num_faults"] == 1
+    assert [x["custom_id"] for x in errors] == ["r1"]
+    assert "streamed past max_tokens (10)" in errors[0]["response"]["body"]["error"]["message"]

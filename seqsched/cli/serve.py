@@ -207,10 +207,10 @@ def main(args: argparse.Namespace) -> int:
     if args.replicas < 1:
         raise UsageError(f"--replicas must be at least 1, got {args.replicas}")
     if args.model is not None and (args.replicas > 1 or args.ray_address is not None):
-        from seqsched.ray_replicas import ReplicaSettings, ray_replicas
+        from seqsched.ray_replicas import RayReplicas, ReplicaSettings
 
         settings = ReplicaSettings(args.replicas, args.ray_address, args.replica_cpus, args.replica_gpus)
-        with ray_replicas(settings, _vllm_config(args), args.startup_timeout) as replicas:
+        with RayReplicas(settings, _vllm_config(args), args.startup_timeout) as replicas:
             run_server(serve_config(args, replicas.urls), predict, background=replicas.watch)
         return 0
     with _upstreams(args) as upstreams:

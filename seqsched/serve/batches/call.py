@@ -14,7 +14,8 @@ NOTE on outcomes. Every way an upstream call can end is one of:
   fails alone, with the upstream's body);
 - :class:`Fault`: an upstream that cannot be reached or resets, answers 5xx, 408 or 429,
   stays silent past ``--upstream-timeout``, ends a stream without a ``finish_reason``, or
-  sends an event that is not a chunk. The batch retries it, continued from the tokens it
+  sends an event that is not a chunk, or streams past ``max_tokens`` without finishing
+  (an upstream that never ends: bounded, not waited on). The batch retries it, continued from the tokens it
   has, up to ``MAX_RETRIES`` times with backoff, then fails the line with the last reason;
 - :class:`Broken`: anything else (a bug, an input file that cannot be read): the line fails
   with its message, and it is logged.
@@ -45,7 +46,9 @@ from seqsched.serve.protocol import Endpoint
 from seqsched.serve.upstream import PATHS, UNREACHABLE, Exchange, Upstreams
 
 log = logging.getLogger("seqsched.serve")
-_TOKEN = b'"finish_reason":null'
+# A chunk not yet finished, in vLLM's compact JSON or spaced: one a token, roughly.
+_TOKENS = (b'"finish_reason":null', b'"finish_reason": null')
+_OVERRUN = 16  # tokens past max_tokens a stream may send before it is taken for one that never ends
 
 
 @dataclass(frozen=True)
@@ -220,12 +223,18 @@ class LineCall:
             return refused
         progress, door = self.progress, self.target.door
         counted = len(progress.token_ids)  # what earlier calls made
+        limit = None if self.line.max_tokens is None else self.line.max_tokens + _OVERRUN
         chunks: list[bytes] = []
         try:
             async for raw in exchange.answer.content.iter_any():
                 chunks.append(raw)
-                counted += raw.count(_TOKEN)
+                counted += sum(raw.count(token) for token in _TOKENS)
                 door.progress(self.ticket, counted)
+                if limit is not None and counted > limit:  # an upstream that never ends: start over
+                    chunks.clear()
+                    progress.forget()
+                    return Fault(f"upstream {exchange.upstream.url} streamed past max_tokens "
+                                 f"({self.line.max_tokens}) without finishing", "malformed")  # fmt: skip
         finally:  # what came, complete events only, is kept (a preemption lands here too)
             absorb(progress, b"".join(chunks))
         if progress.finish_reason is None:
